@@ -1,0 +1,30 @@
+# The two commands of the README: `make run` and `make test`. Both build .venv from the project's own files.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: run test lint install install-test
+
+$(VENV)/.base: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.base
+install-test: $(VENV)/.test
+
+run: install
+	$(VENV)/bin/pipeline-bridge serve
+
+lint: install-test
+	$(PY) -m ruff check bridge adapters
+	$(PY) -m ruff format --check bridge adapters
+	$(PY) -m mypy bridge adapters
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""Source adapters: one module per CI source, found through :mod:`adapters.registry`."""

@@ -1,0 +1,1 @@
+"""pipeline-bridge: the core (config, storage, outbox, sender, routes, command line)."""

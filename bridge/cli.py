@@ -1,0 +1,126 @@
+"""The ``pipeline-bridge`` command: serve, worker, db upgrade, config check, dead-letters."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import click
+
+from bridge import migrate
+from bridge.config import Config, ConfigError, load_config
+from bridge.store import Store
+
+
+def _load() -> Config:
+    try:
+        return load_config(os.environ)
+    except ConfigError as exc:
+        click.echo(f"pipeline-bridge: bad configuration: {exc}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """pipeline-bridge: a Distelli-compatible Events API that forwards builds to Datadog CI Visibility."""
+    ctx.obj = _load()
+
+
+@main.command()
+@click.pass_obj
+def serve(config: Config) -> None:
+    """Run the web server (gunicorn) and one delivery worker: a complete bridge in one command."""
+    from bridge.logs import configure_logging
+    from bridge.web import run_gunicorn
+
+    configure_logging(config)
+    if config.is_sqlite:
+        migrate.upgrade(Store(config.database_url))
+    worker = subprocess.Popen([sys.executable, "-m", "bridge", "worker"])
+    try:
+        run_gunicorn(config)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+@main.command()
+@click.pass_obj
+def worker(config: Config) -> None:
+    """Deliver outbox rows to the intake until SIGTERM."""
+    from bridge.logs import configure_logging
+    from bridge.worker import run_worker
+
+    configure_logging(config)
+    run_worker(config)
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(config: Config) -> None:
+    """Apply every pending migration."""
+    migrate.upgrade(Store(config.database_url))
+    click.echo("database is at the newest revision")
+
+
+@main.group()
+def config() -> None:
+    """Configuration commands."""
+
+
+@config.command("check")
+@click.pass_obj
+def config_check(config: Config) -> None:
+    """Print the effective configuration with secrets masked."""
+    click.echo(json.dumps(config.masked(), indent=2, default=str))
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """Events the intake refused as invalid."""
+
+
+@dead_letters.command("list")
+@click.pass_obj
+def dead_letters_list(config: Config) -> None:
+    """List dead letters with the intake's reason, one JSON object per line."""
+    from sqlalchemy import select
+
+    from bridge.models import OutboxItem
+    from bridge.outbox import DEAD
+
+    store = Store(config.database_url)
+    with store.transaction() as session:
+        for item in session.scalars(select(OutboxItem).where(OutboxItem.state == DEAD).order_by(OutboxItem.id)):
+            row: dict[str, Any] = {
+                "id": item.id,
+                "event_id": item.event_id,
+                "kind": item.kind,
+                "unique_id": item.unique_id,
+                "level": item.level,
+                "reason": item.reason,
+            }
+            click.echo(json.dumps(row))
+
+
+@dead_letters.command("redrive")
+@click.option("--id", "ids", multiple=True, type=int, help="Only these outbox ids (default: all).")
+@click.pass_obj
+def dead_letters_redrive(config: Config, ids: tuple[int, ...]) -> None:
+    """Queue dead letters for delivery again."""
+    from bridge.sender import redrive
+
+    count = redrive(Store(config.database_url), list(ids) or None)
+    click.echo(f"{count} dead letter(s) queued again")

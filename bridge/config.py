@@ -1,0 +1,228 @@
+"""The bridge's configuration, read once from the environment into one frozen object.
+
+Every other module receives a :class:`Config`; nothing else reads ``os.environ``. A bad value stops the
+process at start with one message that names every bad variable, because a bridge that starts half-configured
+loses events silently later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DD_SITES = frozenset(
+    {
+        "datadoghq.com",
+        "us3.datadoghq.com",
+        "us5.datadoghq.com",
+        "datadoghq.eu",
+        "ap1.datadoghq.com",
+        "ap2.datadoghq.com",
+        "ddog-gov.com",
+        "us2.ddog-gov.com",
+    }
+)
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SECRET_FIELDS = frozenset({"tokens", "dd_api_key", "hook_secrets"})
+
+
+class ConfigError(Exception):
+    """Raised with every bad variable at once; the CLI prints it and exits with status 2."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{name}: {why}" for name, why in sorted(problems.items())))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Typed settings for one bridge installation. Tests build their own with :func:`load_config`."""
+
+    database_url: str = "sqlite:///pipeline-bridge.db"
+    port: int = 8000
+    web_concurrency: int = 2
+    tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    dd_api_key: str | None = None
+    dd_site: str = "datadoghq.com"
+    dd_intake_url: str | None = None
+    public_url: str = "http://localhost:8000"
+    author_emails: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    author_email_template: str = "{username}@users.noreply.{host}"
+    hook_secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    log_level: str = "INFO"
+    sink_path: str = "pipeline-bridge-sink.jsonl"
+    installation_id: str = "pipeline-bridge"
+    proxy_hops: int = 0
+    service_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def intake_base_url(self) -> str:
+        """The Datadog API base URL: the override when set, else the site's public API host."""
+        if self.dd_intake_url:
+            return self.dd_intake_url.rstrip("/")
+        return f"https://api.{self.dd_site}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings with every secret replaced, for ``config check`` and logs."""
+        shown: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in SECRET_FIELDS and value:
+                value = {k: "****" for k in value} if isinstance(value, Mapping) else "****"
+            elif field.name == "database_url":
+                value = _mask_url_password(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            shown[field.name] = value
+        return shown
+
+
+def load_config(environ: Mapping[str, str]) -> Config:
+    """Turn an environment mapping into a :class:`Config`, or raise :class:`ConfigError` naming every problem."""
+    problems: dict[str, str] = {}
+    values: dict[str, Any] = {}
+
+    def text(name: str) -> str | None:
+        value = environ.get(name)
+        return value.strip() if value is not None and value.strip() else None
+
+    def integer(name: str, field: str, low: int, high: int) -> None:
+        raw = text(name)
+        if raw is None:
+            return
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            problems[name] = f"must be a whole number from {low} to {high}"
+        else:
+            values[field] = int(raw)
+
+    integer("PORT", "port", 1, 65535)
+    integer("WEB_CONCURRENCY", "web_concurrency", 1, 64)
+    integer("BRIDGE_PROXY_HOPS", "proxy_hops", 0, 10)
+
+    database_url = text("DATABASE_URL")
+    if database_url is not None:
+        scheme = database_url.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in DATABASE_SCHEMES or "://" not in database_url:
+            problems["DATABASE_URL"] = "must start with sqlite://, postgresql:// or postgres://"
+        else:
+            values["database_url"] = normalise_database_url(database_url)
+
+    try:
+        tokens = parse_pairs(text("BRIDGE_TOKENS") or "")
+        tokens_file = text("BRIDGE_TOKENS_FILE")
+        if tokens_file:
+            tokens.update(parse_pairs(_read_file(tokens_file)))
+        values["tokens"] = tokens
+    except ValueError as exc:
+        problems["BRIDGE_TOKENS"] = str(exc)
+
+    try:
+        values["hook_secrets"] = parse_pairs(text("BRIDGE_HOOK_SECRETS") or "")
+    except ValueError as exc:
+        problems["BRIDGE_HOOK_SECRETS"] = str(exc)
+
+    try:
+        emails_source = text("BRIDGE_AUTHOR_EMAILS") or ""
+        if emails_source and "=" not in emails_source and ":" not in emails_source:
+            emails_source = _read_file(emails_source)
+        values["author_emails"] = parse_pairs(emails_source.replace("=", ":"))
+    except ValueError as exc:
+        problems["BRIDGE_AUTHOR_EMAILS"] = str(exc)
+
+    try:
+        values["service_names"] = parse_pairs((text("BRIDGE_SERVICE_NAMES") or "").replace("=", ":"))
+    except ValueError as exc:
+        problems["BRIDGE_SERVICE_NAMES"] = str(exc)
+
+    site = text("DD_SITE")
+    if site is not None:
+        if site not in DD_SITES:
+            problems["DD_SITE"] = f"unknown Datadog site; one of {', '.join(sorted(DD_SITES))}"
+        else:
+            values["dd_site"] = site
+
+    for name, field in (("DD_INTAKE_URL", "dd_intake_url"), ("BRIDGE_PUBLIC_URL", "public_url")):
+        url = text(name)
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            problems[name] = "must be an http:// or https:// URL"
+        else:
+            values[field] = url.rstrip("/")
+
+    level = text("LOG_LEVEL")
+    if level is not None:
+        if level.upper() not in LOG_LEVELS:
+            problems["LOG_LEVEL"] = f"must be one of {', '.join(LOG_LEVELS)}"
+        else:
+            values["log_level"] = level.upper()
+
+    template = text("BRIDGE_AUTHOR_EMAIL_TEMPLATE")
+    if template is not None:
+        if "{username}" not in template or "@" not in template:
+            problems["BRIDGE_AUTHOR_EMAIL_TEMPLATE"] = "must contain {username} and an @"
+        else:
+            values["author_email_template"] = template
+
+    for name, field in (
+        ("DD_API_KEY", "dd_api_key"),
+        ("BRIDGE_SINK_PATH", "sink_path"),
+        ("BRIDGE_INSTALLATION_ID", "installation_id"),
+    ):
+        value = text(name)
+        if value is not None:
+            values[field] = value
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(**values)
+
+
+def parse_pairs(source: str) -> dict[str, str]:
+    """Parse ``name:value`` pairs separated by commas or new lines (the format of BRIDGE_TOKENS and friends).
+
+    The message never quotes a value, since the values are secrets.
+    """
+    pairs: dict[str, str] = {}
+    for number, item in enumerate(re.split(r"[,\n]", source), start=1):
+        item = item.strip()
+        if not item or item.startswith("#"):
+            continue
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"entry {number} is not of the form name:value")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept Heroku's ``postgres://`` form and pick the psycopg 3 driver for PostgreSQL URLs."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _read_file(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the file it names ({exc.strerror})") from None
+
+
+def _mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":****@", 1)
+    return url

@@ -1,0 +1,326 @@
+"""Storing Distelli events: create, update and list, each in one transaction with its outbox rows.
+
+The routes hand in already-validated values; this module owns the bookkeeping (history lookups, immutability,
+ids, pagination) and leaves what the values mean to ``adapters.distelli``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from adapters import distelli
+from adapters.base import MappingContext, rfc3339
+from bridge import outbox
+from bridge.config import Config
+from bridge.errors import Conflict, InvalidInput, NotFound
+from bridge.models import Event
+
+SOURCE = "distelli"
+SECRET_KEYS = frozenset({"apitoken", "api_token", "token", "password", "secret", "dd_api_key", "dd-api-key"})
+
+EVENT_TYPE_FILTERS = {
+    "build": distelli.BUILD,
+    "push": distelli.PUSH,
+    "pullrequest": distelli.PULL_REQUEST,
+    "deploy": distelli.DEPLOY,
+    "release": None,
+    "dockerimage": None,
+}
+FILTER_NAMES = {
+    "branch": ("branch",),
+    "eventtype": ("event_type",),
+    "branchandeventtype": ("branch", "event_type"),
+    "env": ("env",),
+    "envandbranch": ("env", "branch"),
+}
+DEFAULT_PAGE, MAX_PAGE = 10, 100
+
+
+def mapping_context(config: Config, received_at: dt.datetime) -> MappingContext:
+    return MappingContext(
+        installation_id=config.installation_id,
+        public_url=config.public_url,
+        received_at=received_at,
+        author_emails=config.author_emails,
+        author_email_template=config.author_email_template,
+        service_names=config.service_names,
+    )
+
+
+def scrub(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body as stored: keys that carry credentials are dropped so no stored row holds a secret."""
+    return {key: value for key, value in body.items() if key.lower() not in SECRET_KEYS}
+
+
+def create_event(
+    session: Session,
+    config: Config,
+    username: str,
+    app_name: str,
+    event_type: str,
+    values: Mapping[str, Any],
+    body: Mapping[str, Any],
+    received_at: dt.datetime,
+) -> Event:
+    """Store a new event and its translation; the returned event has its id."""
+    state: dict[str, Any] = {}
+    if event_type == distelli.BUILD:
+        stored, state = distelli.advance_build(None, None, values, received_at)
+    else:
+        stored = distelli.to_stored(values)
+    event = Event(
+        source=SOURCE,
+        username=username,
+        app_name=app_name,
+        event_type=event_type,
+        fields=stored,
+        state=state,
+        raw_body=json.dumps([scrub(body)]),
+        event_time=received_at,
+        updated_at=received_at,
+    )
+    _index_columns(event)
+    session.add(event)
+    session.flush()
+    _translate(session, config, event, prior_status=None, received_at=received_at)
+    return event
+
+
+def update_build(
+    session: Session,
+    config: Config,
+    username: str,
+    app_name: str,
+    event_id: str,
+    values: Mapping[str, Any],
+    body: Mapping[str, Any],
+    received_at: dt.datetime,
+) -> Event:
+    """Apply UpdateBuildEvent; a build in a terminal state is immutable and answers 409."""
+    event = find_event(session, username, app_name, event_id, lock=True)
+    if event is None or event.event_type != distelli.BUILD:
+        raise NotFound(f"No build event {event_id} in app {app_name}.")
+    if distelli.is_terminal(event.status):
+        raise Conflict(f"Build event {event_id} is {event.status}: a finished build can no longer be updated.")
+    if values.get("build_start") and event.fields.get("build_end") and not values.get("build_end"):
+        end = distelli.parse_time(event.fields["build_end"])
+        if end is not None and values["build_start"] > end:
+            raise InvalidInput(
+                "build_start is after the stored build_end.",
+                fields={"build_start": ["Must not be after build_end."]},
+            )
+    prior_status = event.status
+    event.fields, event.state = distelli.advance_build(event.fields, event.state, values, received_at)
+    start, end = (
+        distelli.parse_time(event.fields.get("build_start")),
+        distelli.parse_time(event.fields.get("build_end")),
+    )
+    if start and end and end < start:
+        raise InvalidInput(
+            "build_end is before build_start.", fields={"build_end": ["Must not be before build_start."]}
+        )
+    event.raw_body = json.dumps([*json.loads(event.raw_body), scrub(body)])
+    event.updated_at = received_at
+    _index_columns(event)
+    _translate(session, config, event, prior_status=prior_status, received_at=received_at)
+    return event
+
+
+def find_event(session: Session, username: str, app_name: str, event_id: str, lock: bool = False) -> Event | None:
+    if not event_id.isdigit() or len(event_id) > 18:
+        return None
+    query = select(Event).where(
+        Event.id == int(event_id),
+        Event.username == username,
+        Event.app_name == app_name,
+        Event.source == SOURCE,
+    )
+    if lock:
+        query = query.with_for_update()
+    return session.scalars(query).first()
+
+
+def _index_columns(event: Event) -> None:
+    fields = event.fields
+    event.status = fields.get("build_status") or fields.get("deployment_status")
+    event.branch = distelli.normalise_branch(fields.get("branch"))[0] or fields.get("branch")
+    event.env_name = fields.get("env_name")
+    event.commit_id = fields.get("commit_id")
+
+
+def _translate(
+    session: Session, config: Config, event: Event, prior_status: str | None, received_at: dt.datetime
+) -> None:
+    outbounds = distelli.translate(
+        event.id,
+        event.username,
+        event.app_name,
+        event.event_type,
+        event.fields,
+        event.state,
+        prior_status,
+        _related(session, event),
+        mapping_context(config, received_at),
+    )
+    outbox.enqueue(session, event.id, outbounds, received_at)
+
+
+def _related(session: Session, event: Event) -> list[dict[str, Any]]:
+    """The parent push or pull request, then the newest push of the same commit: where missing git facts live."""
+    related: list[dict[str, Any]] = []
+    parent_id = event.fields.get("parent_event_id")
+    if parent_id:
+        parent = find_event(session, event.username, event.app_name, str(parent_id))
+        if parent is not None:
+            related.append(parent.fields)
+    if event.commit_id:
+        push = session.scalars(
+            select(Event)
+            .where(
+                Event.username == event.username,
+                Event.app_name == event.app_name,
+                Event.commit_id == event.commit_id,
+                Event.event_type.in_((distelli.PUSH, distelli.PULL_REQUEST)),
+            )
+            .order_by(Event.id.desc())
+            .limit(1)
+        ).first()
+        if push is not None:
+            related.append(push.fields)
+    return related
+
+
+@dataclasses.dataclass(frozen=True)
+class ListQuery:
+    """ListEvents' query string, validated."""
+
+    max_results: int = DEFAULT_PAGE
+    descending: bool = True
+    after_id: int | None = None
+    event_type: str | None = None
+    type_matches_nothing: bool = False
+    branch: str | None = None
+    env: str | None = None
+
+
+def parse_list_query(args: Mapping[str, str]) -> ListQuery:
+    """Validate ListEvents' filters, order, page size and marker; every problem is a 400 naming its parameter."""
+    problems: dict[str, list[str]] = {}
+    values: dict[str, Any] = {}
+    raw_max = args.get("max_results")
+    if raw_max is not None:
+        if not raw_max.strip().isdigit() or not 1 <= int(raw_max) <= MAX_PAGE:
+            problems["max_results"] = [f"Must be a whole number from 1 to {MAX_PAGE}."]
+        else:
+            values["max_results"] = int(raw_max)
+    order = args.get("order")
+    if order is not None:
+        if order.lower() not in ("asc", "desc"):
+            problems["order"] = ["Must be asc or desc."]
+        else:
+            values["descending"] = order.lower() == "desc"
+    marker = args.get("marker")
+    if marker:
+        after = decode_marker(marker)
+        if after is None:
+            problems["marker"] = ["Not a marker this bridge handed out."]
+        else:
+            values["after_id"] = after
+    filter_name = args.get("filter_name")
+    if filter_name:
+        wanted = FILTER_NAMES.get(filter_name.lower())
+        if wanted is None:
+            problems["filter_name"] = ["Must be one of: Branch, EventType, BranchAndEventType, Env, EnvAndBranch."]
+        else:
+            for part, parameter in (
+                ("branch", "filter_branch"),
+                ("env", "filter_env"),
+                ("event_type", "filter_event_type"),
+            ):
+                if part not in wanted:
+                    continue
+                given = (args.get(parameter) or "").strip()
+                if not given:
+                    problems[parameter] = [f"Required by filter_name={filter_name}."]
+                elif part == "event_type":
+                    key = given.lower().replace("_", "").replace("-", "")
+                    if key not in EVENT_TYPE_FILTERS:
+                        problems[parameter] = [
+                            "Must be one of: build, push, pullrequest, deploy, release, dockerimage."
+                        ]
+                    elif EVENT_TYPE_FILTERS[key] is None:
+                        values["type_matches_nothing"] = True
+                    else:
+                        values["event_type"] = EVENT_TYPE_FILTERS[key]
+                elif part == "branch":
+                    values["branch"] = distelli.normalise_branch(given)[0] or given
+                else:
+                    values["env"] = given
+    if problems:
+        raise InvalidInput("Invalid ListEvents query.", fields=problems, code="invalid_query")
+    return ListQuery(**values)
+
+
+def list_events(session: Session, username: str, app_name: str, query: ListQuery) -> tuple[list[Event], str | None]:
+    """One page of an app's events and the marker of the next page, or None on the last page."""
+    if query.type_matches_nothing:
+        return [], None
+    statement: Select[Event] = select(Event).where(
+        Event.username == username, Event.app_name == app_name, Event.source == SOURCE
+    )
+    if query.event_type:
+        statement = statement.where(Event.event_type == query.event_type)
+    if query.branch:
+        statement = statement.where(Event.branch == query.branch)
+    if query.env:
+        statement = statement.where(Event.env_name == query.env)
+    if query.after_id is not None:
+        statement = statement.where(Event.id < query.after_id if query.descending else Event.id > query.after_id)
+    order = Event.id.desc() if query.descending else Event.id.asc()
+    rows = list(session.scalars(statement.order_by(order).limit(query.max_results + 1)))
+    page = rows[: query.max_results]
+    marker = encode_marker(page[-1].id) if len(rows) > query.max_results else None
+    return page, marker
+
+
+def encode_marker(event_id: int) -> str:
+    return base64.urlsafe_b64encode(f"e:{event_id}".encode()).decode().rstrip("=")
+
+
+def decode_marker(marker: str) -> int | None:
+    try:
+        text = base64.urlsafe_b64decode(marker + "=" * (-len(marker) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if not text.startswith("e:") or not text[2:].isdigit() or len(text) > 22:
+        return None
+    return int(text[2:])
+
+
+def event_view(event: Event, delivery: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An event as ListEvents and UpdateBuildEvent show it: every field of its kind, null when unset."""
+    view: dict[str, Any] = {
+        "app_name": event.app_name,
+        "event_id": event.id,
+        "event_time": rfc3339(event.event_time),
+        "event_type": event.event_type,
+    }
+    for name in distelli.FIELDS_BY_TYPE.get(event.event_type, ()):
+        view[name] = event.fields.get(name)
+    shown = delivery or {"state": "none", "reason": None, "delivered_at": None}
+    delivered_at = shown.get("delivered_at")
+    view["delivery"] = {
+        "state": shown["state"],
+        "reason": shown.get("reason"),
+        "delivered_at": rfc3339(delivered_at) if isinstance(delivered_at, dt.datetime) else None,
+    }
+    return view

@@ -1,0 +1,109 @@
+"""The bridge's tables: accepted events, the outbox of intake bodies, and a little shared sender state.
+
+The schema itself is owned by the Alembic migrations in ``bridge/migrations``; these classes mirror it so the
+code can query it. Times are stored as naive UTC and handed out timezone-aware, the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# SQLite only makes INTEGER PRIMARY KEY an autoincrementing rowid; PostgreSQL wants a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp that is always UTC and always timezone-aware in Python."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: UTCDateTime}
+
+
+class Event(Base):
+    """One accepted event as its source sent it, with the normalised fields ListEvents shows."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(40))
+    username: Mapped[str] = mapped_column(String(200))
+    app_name: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str | None] = mapped_column(String(40))
+    branch: Mapped[str | None] = mapped_column(String(400))
+    env_name: Mapped[str | None] = mapped_column(String(200))
+    commit_id: Mapped[str | None] = mapped_column(String(200))
+    run_key: Mapped[str | None] = mapped_column(String(400))
+    delivery_id: Mapped[str | None] = mapped_column(String(200))
+    fields: Mapped[dict[str, Any]]
+    state: Mapped[dict[str, Any]]
+    raw_body: Mapped[str] = mapped_column(Text)
+    event_time: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+    __table_args__ = (
+        Index("ix_events_app", "username", "app_name", "id"),
+        Index("ix_events_app_type", "username", "app_name", "event_type", "id"),
+        Index("ix_events_app_commit", "username", "app_name", "commit_id", "event_type"),
+        Index("ix_events_run", "source", "run_key"),
+        Index("uq_events_delivery", "source", "delivery_id", unique=True),
+    )
+
+
+class OutboxItem(Base):
+    """One body waiting for, or done with, delivery to the intake. Written in the event's own transaction."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(BigId, ForeignKey("events.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    unique_id: Mapped[str] = mapped_column(String(200))
+    level: Mapped[str] = mapped_column(String(20))
+    final: Mapped[bool] = mapped_column(Boolean)
+    body: Mapped[dict[str, Any]]
+    end_time: Mapped[dt.datetime | None]
+    state: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[dt.datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    remote_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime]
+    delivered_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (
+        Index("ix_outbox_due", "state", "next_attempt_at", "id"),
+        Index("ix_outbox_unique", "unique_id", "id"),
+    )
+
+
+class SenderState(Base):
+    """Named values every process must agree on, such as "delivery paused: the API key was refused"."""
+
+    __tablename__ = "sender_state"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    updated_at: Mapped[dt.datetime]

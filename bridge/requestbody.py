@@ -1,0 +1,39 @@
+"""Reading a JSON object out of a request the way legacy CI clients send it.
+
+Clients omit or mislabel ``Content-Type`` (curl's ``-d`` says form-encoded), so the body is parsed as JSON
+whatever the header says; everything that is not a JSON object is a clear 400.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+from marshmallow import Schema, ValidationError
+
+from bridge.errors import InvalidInput
+
+
+def json_object() -> dict[str, Any]:
+    """The request body as a dict; an empty body counts as ``{}``."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("The request body must be a JSON object.", code="invalid_body")
+    return body
+
+
+def load(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
+    """Validate with a marshmallow schema; field errors become one 400 listing every bad field."""
+    try:
+        values: dict[str, Any] = schema.load(body)
+    except ValidationError as exc:
+        fields = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise InvalidInput("Some fields are invalid.", fields=fields) from None
+    return values

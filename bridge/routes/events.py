@@ -1,0 +1,102 @@
+"""The Distelli-compatible Events API: CreateBuildEvent, CreatePushEvent, CreatePullRequestEvent, PutDeployEvent,
+UpdateBuildEvent and ListEvents, under the paths legacy CI tools already call."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import structlog
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from adapters import distelli
+from bridge import events, outbox
+from bridge.auth import check_token
+from bridge.config import Config
+from bridge.requestbody import json_object, load
+from bridge.store import Store
+
+log = structlog.get_logger(__name__)
+blueprint = Blueprint("events", __name__)
+
+CREATE_ROUTES = {
+    "buildEvent": distelli.BUILD,
+    "pushEvent": distelli.PUSH,
+    "pullRequestEvent": distelli.PULL_REQUEST,
+    "deployEvent": distelli.DEPLOY,
+}
+SCHEMAS = {event_type: schema() for event_type, schema in distelli.SCHEMAS.items()}
+UPDATE_SCHEMA = distelli.BuildEventSchema()
+
+
+def _config() -> Config:
+    config: Config = current_app.extensions["bridge.config"]
+    return config
+
+
+def _store() -> Store:
+    store: Store = current_app.extensions["bridge.store"]
+    return store
+
+
+@blueprint.before_request
+def _authenticate() -> None:
+    args = request.view_args or {}
+    g.username, g.app_name = args.get("username"), args.get("app_name")
+    structlog.contextvars.bind_contextvars(user=g.username, app=g.app_name)
+    check_token(_config().tokens, str(g.username), request.args.get("apiToken"))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _create(username: str, app_name: str, event_type: str) -> tuple[Response, int]:
+    body = json_object()
+    values = load(SCHEMAS[event_type], body)
+    received_at = _now()
+    with _store().transaction() as session:
+        event = events.create_event(session, _config(), username, app_name, event_type, values, body, received_at)
+    log.info("event.accepted", event_id=event.id, event_type=event_type, status=event.status)
+    return jsonify({"event_id": str(event.id)}), 201
+
+
+for _path, _event_type in CREATE_ROUTES.items():
+
+    def _view(username: str, app_name: str, _event_type: str = _event_type) -> tuple[Response, int]:
+        return _create(username, app_name, _event_type)
+
+    blueprint.add_url_rule(
+        f"/<username>/apps/<app_name>/events/{_path}",
+        endpoint=f"create_{_path}",
+        view_func=_view,
+        methods=["PUT"],
+    )
+
+
+@blueprint.post("/<username>/apps/<app_name>/events/<event_id>")
+def update_build_event(username: str, app_name: str, event_id: str) -> tuple[Response, int]:
+    body = json_object()
+    values = load(UPDATE_SCHEMA, body)
+    received_at = _now()
+    with _store().transaction() as session:
+        event = events.update_build(session, _config(), username, app_name, event_id, values, body, received_at)
+        delivery = outbox.delivery_summary(session, [event.id]).get(event.id)
+        view = events.event_view(event, delivery)
+    log.info("event.updated", event_id=event.id, status=event.status)
+    return jsonify({"event": view}), 200
+
+
+@blueprint.get("/<username>/apps/<app_name>/events")
+def list_events(username: str, app_name: str) -> tuple[Response, int]:
+    query = events.parse_list_query(request.args)
+    with _store().transaction() as session:
+        page, marker = events.list_events(session, username, app_name, query)
+        deliveries = outbox.delivery_summary(session, [event.id for event in page])
+        body: dict[str, Any] = {
+            "app_name": app_name,
+            "events": [events.event_view(event, deliveries.get(event.id)) for event in page],
+        }
+    if marker:
+        body["marker"] = marker
+    return jsonify(body), 200
