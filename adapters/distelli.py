@@ -110,15 +110,35 @@ TIME_FIELDS = frozenset({"build_start", "build_end", "deploy_start", "deploy_end
 
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$|^[0-9a-fA-F]{64}$")
 _URL_COMMIT_SUFFIX = re.compile(r"/(?:-/)?commits?/[0-9a-fA-F]+/?$")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class Identifier(fields.String):
-    """A string the way sloppy clients send it: numbers are accepted and kept as their text."""
+    """A string the way sloppy clients send it: numbers are accepted and kept as their text.
+
+    NUL characters and unpaired surrogates are refused: PostgreSQL cannot store them and Datadog cannot read them.
+    """
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(int(value)) if float(value).is_integer() else str(value)
-        return super()._deserialize(value, attr, data, **kwargs)
+            value = str(value)
+        text: str = super()._deserialize(value, attr, data, **kwargs)
+        if _UNSTORABLE.search(text):
+            raise ValidationError("Must not contain NUL characters or unpaired surrogates.")
+        return text
+
+
+class Moment(fields.AwareDateTime):
+    """An ISO 8601 time, naive ones taken as UTC, held in UTC; a time that leaves the calendar in UTC is refused."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
+        moment: dt.datetime = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValidationError("Not a valid datetime.") from None
 
 
 class State(fields.String):
@@ -141,7 +161,7 @@ def _text(limit: int = 2000) -> fields.Field:
 
 
 def _time() -> fields.Field:
-    return fields.AwareDateTime(allow_none=True, default_timezone=dt.UTC)
+    return Moment(allow_none=True, default_timezone=dt.UTC)
 
 
 class _DistelliSchema(Schema):

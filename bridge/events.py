@@ -11,6 +11,7 @@ import binascii
 import dataclasses
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +44,17 @@ FILTER_NAMES = {
     "envandbranch": ("env", "branch"),
 }
 DEFAULT_PAGE, MAX_PAGE = 10, 100
+# Ids are BIGINT; anything larger names no event (and would overflow SQLite's INTEGER in a query).
+MAX_EVENT_ID = 2**63 - 1
+_ASCII_NUMBER = re.compile(r"[0-9]{1,19}")
+
+
+def parse_id(text: str) -> int | None:
+    """An event id or marker position from text: ASCII digits only (``str.isdigit`` also accepts "²")."""
+    if not _ASCII_NUMBER.fullmatch(text):
+        return None
+    number = int(text)
+    return number if number <= MAX_EVENT_ID else None
 
 
 def mapping_context(config: Config, received_at: dt.datetime) -> MappingContext:
@@ -136,10 +148,11 @@ def update_build(
 
 
 def find_event(session: Session, username: str, app_name: str, event_id: str, lock: bool = False) -> Event | None:
-    if not event_id.isdigit() or len(event_id) > 18:
+    number = parse_id(event_id)
+    if number is None:
         return None
     query = select(Event).where(
-        Event.id == int(event_id),
+        Event.id == number,
         Event.username == username,
         Event.app_name == app_name,
         Event.source == SOURCE,
@@ -218,10 +231,11 @@ def parse_list_query(args: Mapping[str, str]) -> ListQuery:
     values: dict[str, Any] = {}
     raw_max = args.get("max_results")
     if raw_max is not None:
-        if not raw_max.strip().isdigit() or not 1 <= int(raw_max) <= MAX_PAGE:
+        size = parse_id(raw_max.strip())
+        if size is None or not 1 <= size <= MAX_PAGE:
             problems["max_results"] = [f"Must be a whole number from 1 to {MAX_PAGE}."]
         else:
-            values["max_results"] = int(raw_max)
+            values["max_results"] = size
     order = args.get("order")
     if order is not None:
         if order.lower() not in ("asc", "desc"):
@@ -301,9 +315,7 @@ def decode_marker(marker: str) -> int | None:
         text = base64.urlsafe_b64decode(marker + "=" * (-len(marker) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    if not text.startswith("e:") or not text[2:].isdigit() or len(text) > 22:
-        return None
-    return int(text[2:])
+    return parse_id(text[2:]) if text.startswith("e:") else None
 
 
 def event_view(event: Event, delivery: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """Reading a JSON object out of a request the way legacy CI clients send it.
 
 Clients omit or mislabel ``Content-Type`` (curl's ``-d`` says form-encoded), so the body is parsed as JSON
-whatever the header says; everything that is not a JSON object is a clear 400.
+whatever the header says; everything that is not a JSON object is a clear 400. ``NaN``, ``Infinity`` and numbers
+too large for a float are refused too: they are not JSON, and neither the databases nor Datadog accept them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from flask import request
@@ -15,13 +17,24 @@ from marshmallow import Schema, ValidationError
 from bridge.errors import InvalidInput
 
 
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError("number out of range")
+    return number
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def json_object() -> dict[str, Any]:
     """The request body as a dict; an empty body counts as ``{}``."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_float=_finite_float, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
         raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(body, dict):

@@ -4,6 +4,7 @@ UpdateBuildEvent and ListEvents, under the paths legacy CI tools already call.""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import structlog
@@ -13,6 +14,7 @@ from adapters import distelli
 from bridge import events, outbox
 from bridge.auth import check_token
 from bridge.config import Config
+from bridge.errors import InvalidInput
 from bridge.requestbody import json_object, load
 from bridge.store import Store
 
@@ -27,6 +29,10 @@ CREATE_ROUTES = {
 }
 SCHEMAS = {event_type: schema() for event_type, schema in distelli.SCHEMAS.items()}
 UPDATE_SCHEMA = distelli.BuildEventSchema()
+# The events table holds app names of up to 200 characters; control characters and undecodable bytes (which
+# arrive as U+FFFD) would make two names collide or be refused by PostgreSQL.
+MAX_APP_NAME = 200
+_BAD_NAME_CHARACTERS = re.compile("[\x00-\x1f\x7f\ufffd]")
 
 
 def _config() -> Config:
@@ -45,6 +51,22 @@ def _authenticate() -> None:
     g.username, g.app_name = args.get("username"), args.get("app_name")
     structlog.contextvars.bind_contextvars(user=g.username, app=g.app_name)
     check_token(_config().tokens, str(g.username), request.args.get("apiToken"))
+    _check_app_name(str(g.app_name))
+
+
+@blueprint.teardown_request
+def _unbind(_error: BaseException | None) -> None:
+    """A worker thread serves many requests; the next one must not log under this one's user and app."""
+    structlog.contextvars.unbind_contextvars("user", "app")
+
+
+def _check_app_name(app_name: str) -> None:
+    if len(app_name) > MAX_APP_NAME or _BAD_NAME_CHARACTERS.search(app_name):
+        raise InvalidInput(
+            "The app name in the path is not one the bridge can store.",
+            fields={"app_name": [f"At most {MAX_APP_NAME} characters, no control characters, valid UTF-8."]},
+            code="invalid_path",
+        )
 
 
 def _now() -> dt.datetime:
