@@ -122,3 +122,11 @@ def client(app: Flask) -> FlaskClient:
 def intake() -> Iterator[IntakeServer]:
     with IntakeServer() as server:
         yield server
+
+
+@pytest.fixture
+def api(client: FlaskClient) -> Any:
+    """The Distelli Events API as jdoe calls it for app example-node (see tests/distelli_api.py)."""
+    from tests.distelli_api import DistelliApi
+
+    return DistelliApi(client)
