@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
+import json
+import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 CI_PIPELINE = "ci_pipeline"
 DORA_DEPLOYMENT = "dora_deployment"
@@ -66,6 +73,8 @@ class SourceRecord:
     status: str | None = None
     branch: str | None = None
     commit_id: str | None = None
+    # Set by the core: when the bridge received this record (history records always carry it).
+    received_at: dt.datetime | None = None
 
 
 class Rejected(Exception):
@@ -123,3 +132,188 @@ def expiry_reason(start: dt.datetime | None, end: dt.datetime | None, now: dt.da
 def clamp_future(moment: dt.datetime, now: dt.datetime) -> dt.datetime:
     """Clamp a time further ahead than clock skew allows to the receipt time."""
     return now if moment > now + CLOCK_SKEW else moment
+
+
+# --- Helpers for webhook adapters -------------------------------------------------------------------------------
+# Lifecycle statuses a webhook record carries in ``SourceRecord.status``: the two not-yet-final ones, then the
+# final statuses the intake knows (``blocked`` exists only at pipeline level).
+QUEUED, RUNNING = "queued", "running"
+FINAL_STATUSES = frozenset({"success", "error", "canceled", "skipped", "blocked"})
+_SHA = re.compile(r"^[0-9a-fA-F]{40}$|^[0-9a-fA-F]{64}$")
+_SPACED_UTC = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}(?:\.\d+)?) ?(UTC|[+-]\d{2}:?\d{2})$")
+
+
+class RequestHeaders(Mapping[str, str]):
+    """Case-insensitive request headers, plus the query parameters, as the core hands them to ``verify`` and
+    ``parse``. Plain dicts work too; :func:`header` and :func:`query_param` read either."""
+
+    def __init__(
+        self, headers: Mapping[str, str] | Iterable[tuple[str, str]] = (), query: Mapping[str, str] | None = None
+    ) -> None:
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        self._headers = {name.lower(): value for name, value in items}
+        self.query = dict(query or {})
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value whatever the case of its name, or None."""
+    if isinstance(headers, RequestHeaders):
+        return headers.get(name)
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted), None)
+
+
+def query_param(headers: Mapping[str, str], name: str) -> str | None:
+    """A query parameter of the request, when the core passed :class:`RequestHeaders`."""
+    query: Mapping[str, str] = getattr(headers, "query", {})
+    return query.get(name)
+
+
+def hmac_sha256_hex(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def secrets_match(given: str | None, expected: str) -> bool:
+    """Compare in constant time, so a wrong secret cannot be guessed byte by byte."""
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or :class:`Rejected`."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise Rejected("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise Rejected("The request body must be a JSON object.")
+    return data
+
+
+def load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate with a marshmallow schema; field errors become one :class:`Rejected` naming every bad field."""
+    try:
+        values: dict[str, Any] = schema.load(data)
+    except ValidationError as exc:
+        fields = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise Rejected("Some fields are invalid.", fields=fields) from None
+    return values
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """An aware datetime from ISO 8601 (``Z`` allowed), GitLab's ``2016-08-12 15:23:28 UTC``, or epoch millis."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return dt.datetime.fromtimestamp(value / 1000, dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    spaced = _SPACED_UTC.match(text)
+    if spaced:
+        zone = "+00:00" if spaced[3] == "UTC" else spaced[3]
+        text = f"{spaced[1]}T{spaced[2]}{zone}"
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+class PayloadSchema(Schema):
+    """A schema for a source's webhook payload: sources add fields all the time, so unknown keys are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+def optional_text(**kwargs: Any) -> fields.String:
+    """A string field that may be missing or null."""
+    return fields.String(allow_none=True, **kwargs)
+
+
+class Moment(fields.String):
+    """A time in any form :func:`parse_time` reads, kept as the source wrote it so stored fields stay raw."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if parse_time(text) is None:
+            raise ValidationError("Not a date and time.")
+        return text
+
+
+def transition(record: SourceRecord, history: Sequence[SourceRecord]) -> str | None:
+    """``"running"`` or ``"final"`` when this record moves its run forward, None when it is old news.
+
+    Webhooks arrive late, twice and out of order: a running after any running or final is dropped, and a final
+    equal to one already seen is dropped, so the intake sees at most one running event and one final event.
+    """
+    seen = [earlier.status for earlier in history]
+    if record.status == RUNNING:
+        return None if any(status != QUEUED for status in seen) else "running"
+    if record.status in FINAL_STATUSES:
+        return None if record.status in seen else "final"
+    return None
+
+
+def first_received(record: SourceRecord, history: Sequence[SourceRecord], now: dt.datetime) -> dt.datetime:
+    """When the bridge first heard of this run: the start of its queue time when the source does not say."""
+    times = [earlier.received_at for earlier in history if earlier.received_at is not None]
+    return min([*times, record.received_at or now])
+
+
+def author_email(username: str | None, repository_url: str, context: MappingContext) -> str:
+    """An author email for sources that only name the author: the configured one, else the template's."""
+    name = username or "unknown"
+    if name in context.author_emails:
+        return context.author_emails[name]
+    host = urlsplit(repository_url).hostname or "localhost"
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "-", name) or "unknown"
+    return context.author_email_template.format(username=safe, host=host)
+
+
+def git_info(repository_url: str | None, sha: str | None, email: str | None, **extra: Any) -> dict[str, Any] | None:
+    """The resource's ``git`` block, or None when the intake would refuse it (no repository, sha or email)."""
+    if not repository_url or not sha or not _SHA.match(sha) or not email:
+        return None
+    git: dict[str, Any] = {"repository_url": repository_url, "sha": sha.lower(), "author_email": email}
+    git.update({key: value for key, value in extra.items() if value})
+    return git
+
+
+def ci_outbound(resource: dict[str, Any], provider_name: str, context: MappingContext) -> Outbound:
+    """Wrap a finished or running pipeline, stage or job resource as an :class:`Outbound`.
+
+    Times are clamped to the receipt time and a start after the end is moved back to it, so the mapping never
+    produces a body the intake refuses for its clock; a final event the intake's window has passed is expired.
+    """
+    now = context.received_at
+    resource = dict(resource)
+    start = clamp_future(parse_time(resource["start"]) or now, now)
+    end = parse_time(resource.get("end"))
+    if end is not None:
+        end = clamp_future(end, now)
+        start = min(start, end)
+        resource["end"] = rfc3339(end)
+    resource["start"] = rfc3339(start)
+    level = resource["level"]
+    unique_id = resource["unique_id"] if level == "pipeline" else resource["id"]
+    final = resource["status"] != RUNNING
+    reason = expiry_reason(start, end, now) if final else None
+    return Outbound(CI_PIPELINE, unique_id, level, final, pipeline_request(resource, provider_name), end, reason)
+
+
+def milliseconds_between(start: dt.datetime | None, end: dt.datetime | None) -> int:
+    """A non-negative duration in ms (a queue time), 0 when either end is unknown."""
+    if start is None or end is None:
+        return 0
+    return max(0, int((end - start).total_seconds() * 1000))

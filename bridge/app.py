@@ -10,7 +10,7 @@ from flask import Flask
 
 from bridge.config import Config
 from bridge.errors import register_error_handlers
-from bridge.routes import events, health
+from bridge.routes import events, health, hooks
 from bridge.store import Store
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -45,5 +45,6 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(events.blueprint)
+    app.register_blueprint(hooks.blueprint)
     app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
     return app

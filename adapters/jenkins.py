@@ -1,0 +1,184 @@
+"""Jenkins: the Notification plugin's JSON (phases QUEUED, STARTED, COMPLETED, FINALIZED).
+
+Each build becomes a Datadog pipeline: STARTED sends the running event, COMPLETED (or FINALIZED, when only that
+phase is configured) the final one. The plugin cannot sign its requests, so the shared secret travels in the
+``X-Jenkins-Token`` header or, since the plugin can only set a URL, in a ``token`` query parameter (which the
+bridge never logs). The plugin sends no delivery id; the build URL plus the phase stands in for one, since each
+phase of a build is sent once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from marshmallow import fields, validate
+
+from adapters.base import (
+    QUEUED,
+    RUNNING,
+    MappingContext,
+    Outbound,
+    PayloadSchema,
+    Rejected,
+    SourceRecord,
+    author_email,
+    ci_outbound,
+    first_received,
+    git_info,
+    header,
+    json_object,
+    load,
+    milliseconds_between,
+    optional_text,
+    parse_time,
+    query_param,
+    rfc3339,
+    secrets_match,
+    transition,
+)
+
+PROVIDER = "jenkins"
+TOKEN_HEADER, TOKEN_PARAM = "X-Jenkins-Token", "token"
+PHASES = ("QUEUED", "STARTED", "COMPLETED", "FINALIZED")
+STATUSES = {
+    "SUCCESS": "success",
+    "UNSTABLE": "error",
+    "FAILURE": "error",
+    "ABORTED": "canceled",
+    "NOT_BUILT": "skipped",
+}
+# Epoch milliseconds from 2000 to 2100: anything else is not a build time.
+TIMESTAMPS = validate.Range(min=946_684_800_000, max=4_102_444_800_000)
+MAX_ID = 200
+
+
+class ScmSchema(PayloadSchema):
+    url = optional_text()
+    branch = optional_text()
+    commit = optional_text()
+    culprits = fields.List(fields.String(), load_default=list)
+
+
+class BuildSchema(PayloadSchema):
+    full_url = optional_text()
+    url = fields.String(required=True)
+    number = fields.Integer(required=True, validate=validate.Range(min=0))
+    queue_id = fields.Integer(allow_none=True)
+    phase = fields.String(required=True, validate=validate.OneOf(PHASES))
+    status = optional_text(validate=validate.OneOf(STATUSES))
+    timestamp = fields.Integer(allow_none=True, validate=TIMESTAMPS)
+    duration = fields.Integer(allow_none=True, validate=validate.Range(min=0))
+    display_name = optional_text()
+    scm = fields.Nested(ScmSchema, allow_none=True)
+
+
+class NotificationSchema(PayloadSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    display_name = optional_text()
+    url = fields.String(required=True)
+    build = fields.Nested(BuildSchema, required=True)
+
+
+SCHEMA = NotificationSchema()
+
+
+class JenkinsAdapter:
+    """``POST /hooks/jenkins?token=…``: the Notification plugin's HTTP endpoint with format JSON."""
+
+    name = "jenkins"
+
+    def sign(self, body: bytes, secret: str) -> dict[str, str]:
+        """The header a Jenkins job that can set headers (e.g. httpRequest) sends."""
+        return {TOKEN_HEADER: secret}
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> str | None:
+        given = header(headers, TOKEN_HEADER) or query_param(headers, TOKEN_PARAM)
+        if not given:
+            return f"the {TOKEN_HEADER} header or {TOKEN_PARAM} query parameter is missing"
+        if not secrets_match(given, secret):
+            return "the Jenkins token does not match"
+        return None
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> SourceRecord | None:
+        values = load(SCHEMA, json_object(body))
+        build = values["build"]
+        if build["phase"] in ("COMPLETED", "FINALIZED") and not build.get("status"):
+            raise Rejected("A finished build must carry its status.", fields={"build": {"status": ["Required."]}})
+        run = build.get("full_url") or f"{values['url']}#{build['number']}"
+        scm = build.get("scm") or {}
+        status = STATUSES[build["status"]] if build.get("status") and build["phase"] != "STARTED" else None
+        return SourceRecord(
+            event_type=build["phase"],
+            run_key=_bounded(run, 400),
+            app_name=values["name"],
+            fields=values,
+            delivery_id=_bounded(f"{run}#{build['phase']}", MAX_ID),
+            status=status or (QUEUED if build["phase"] == "QUEUED" else RUNNING),
+            branch=_branch(scm.get("branch")),
+            commit_id=scm.get("commit"),
+        )
+
+    def map(self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext) -> list[Outbound]:
+        if transition(record, history) is None:
+            return []
+        values = record.fields
+        build = values["build"]
+        heard = first_received(record, history, context.received_at)
+        started = parse_time(build.get("timestamp")) or heard
+        queued = [earlier.received_at for earlier in history if earlier.event_type == "QUEUED"]
+        resource: dict[str, Any] = {
+            "level": "pipeline",
+            "unique_id": context.run_uuid(PROVIDER, record.run_key),
+            "name": values.get("display_name") or values["name"],
+            "url": build.get("full_url") or build["url"],
+            "start": rfc3339(started),
+            "status": RUNNING,
+            "partial_retry": False,
+            "pipeline_id": str(build["number"]),
+            "queue_time": milliseconds_between(queued[0] if queued else None, started),
+        }
+        git = _git(build.get("scm") or {}, context)
+        if git:
+            resource["git"] = git
+        tags = [f"jenkins.job:{values['name']}"]
+        if record.status != RUNNING:
+            duration = build.get("duration") or 0
+            end = started + dt.timedelta(milliseconds=duration) if duration else context.received_at
+            resource["status"] = record.status
+            resource["end"] = rfc3339(end)
+            tags.append(f"jenkins.result:{build['status']}")
+            if record.status == "error":
+                resource["error"] = {
+                    "domain": "user",
+                    "type": str(build["status"]).lower(),
+                    "message": f"Jenkins: {values['name']} #{build['number']} {str(build['status']).lower()}",
+                }
+        resource["tags"] = tags
+        return [ci_outbound(resource, PROVIDER, context)]
+
+
+def _git(scm: Mapping[str, Any], context: MappingContext) -> dict[str, Any] | None:
+    repository = scm.get("url")
+    if not repository:
+        return None
+    culprits = scm.get("culprits") or []
+    email = author_email(culprits[0] if culprits else None, repository, context)
+    return git_info(repository, scm.get("commit"), email, branch=_branch(scm.get("branch")))
+
+
+def _branch(branch: str | None) -> str | None:
+    """``origin/main`` and ``refs/heads/main`` as the plain branch name Datadog groups by."""
+    if not branch:
+        return None
+    return branch.removeprefix("refs/heads/").removeprefix("refs/remotes/").removeprefix("origin/")
+
+
+def _bounded(value: str, limit: int) -> str:
+    """The value, or a digest of it when it is longer than its column."""
+    return value if len(value) <= limit else "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+
+
+adapter = JenkinsAdapter()

@@ -1,0 +1,130 @@
+"""Storing webhooks from any source adapter: the event, its history and its outbox rows in one transaction.
+
+Nothing here knows a source. The route hands in an adapter and the record it parsed; this module stores the
+record as an :class:`~bridge.models.Event`, gives the adapter the earlier records of the same run, and enqueues
+what it maps. A delivery id seen before is answered with the original event and nothing new is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from adapters.base import SourceRecord, WebhookAdapter
+from bridge import outbox
+from bridge.config import Config
+from bridge.errors import InvalidInput
+from bridge.events import mapping_context
+from bridge.models import Event
+
+# The longest value each indexed column holds; a record over them is refused rather than failing on PostgreSQL.
+COLUMN_LIMITS = {
+    "event_type": 40,
+    "run_key": 400,
+    "app_name": 200,
+    "delivery_id": 200,
+    "status": 40,
+    "branch": 400,
+    "commit_id": 200,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Accepted:
+    """What a webhook became: its event id, whether it was a repeat, and how many bodies it queued."""
+
+    event_id: int
+    duplicate: bool
+    enqueued: int
+
+
+def check_columns(record: SourceRecord) -> None:
+    """Refuse with 400 a record whose values do not fit the events table."""
+    too_long = {
+        name: [f"Longer than {limit} characters."]
+        for name, limit in COLUMN_LIMITS.items()
+        if len(str(getattr(record, name) or "")) > limit
+    }
+    if too_long:
+        raise InvalidInput("Some values are too long to store.", fields=too_long)
+
+
+def find_delivery(session: Session, source: str, delivery_id: str | None) -> Event | None:
+    if not delivery_id:
+        return None
+    return session.scalars(select(Event).where(Event.source == source, Event.delivery_id == delivery_id)).first()
+
+
+def history(session: Session, source: str, run_key: str) -> list[SourceRecord]:
+    """Earlier records of the same run, oldest first, as the adapter parsed them."""
+    events = session.scalars(
+        select(Event).where(Event.source == source, Event.run_key == run_key).order_by(Event.id)
+    ).all()
+    return [to_record(event) for event in events]
+
+
+def to_record(event: Event) -> SourceRecord:
+    return SourceRecord(
+        event_type=event.event_type,
+        run_key=event.run_key or "",
+        app_name=event.app_name,
+        fields=event.fields,
+        delivery_id=event.delivery_id,
+        status=event.status,
+        branch=event.branch,
+        commit_id=event.commit_id,
+        received_at=event.event_time,
+    )
+
+
+def receive(
+    session: Session,
+    config: Config,
+    adapter: WebhookAdapter,
+    record: SourceRecord,
+    raw_body: str,
+    received_at: dt.datetime,
+) -> Accepted:
+    """Store one parsed webhook and its translation; a repeated delivery id stores nothing."""
+    check_columns(record)
+    original = find_delivery(session, adapter.name, record.delivery_id)
+    if original is not None:
+        return Accepted(original.id, duplicate=True, enqueued=0)
+    record = dataclasses.replace(record, received_at=received_at)
+    earlier = history(session, adapter.name, record.run_key)
+    event = Event(
+        source=adapter.name,
+        username=adapter.name,
+        app_name=record.app_name,
+        event_type=record.event_type,
+        status=record.status,
+        branch=record.branch,
+        commit_id=record.commit_id,
+        run_key=record.run_key,
+        delivery_id=record.delivery_id,
+        fields=record.fields,
+        state={},
+        raw_body=raw_body,
+        event_time=received_at,
+        updated_at=received_at,
+    )
+    session.add(event)
+    session.flush()
+    outbounds = adapter.map(record, earlier, mapping_context(config, received_at))
+    outbox.enqueue(session, event.id, outbounds, received_at)
+    return Accepted(event.id, duplicate=False, enqueued=len(outbounds))
+
+
+def stored_text(body: bytes) -> str:
+    """The raw body as the events table keeps it; bytes that are not UTF-8 are replaced, never refused here."""
+    return body.decode("utf-8", errors="replace")
+
+
+def summary(accepted: Accepted) -> Mapping[str, Any]:
+    """The JSON a source receives: enough to find the event again, nothing it did not send."""
+    return {"event_id": str(accepted.event_id), "duplicate": accepted.duplicate, "enqueued": accepted.enqueued}
