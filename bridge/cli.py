@@ -96,23 +96,25 @@ def dead_letters() -> None:
 @click.pass_obj
 def dead_letters_list(config: Config) -> None:
     """List dead letters with the intake's reason, one JSON object per line."""
-    from sqlalchemy import select
-
-    from bridge.models import OutboxItem
-    from bridge.outbox import DEAD
+    from bridge import outbox
 
     store = Store(config.database_url)
-    with store.transaction() as session:
-        for item in session.scalars(select(OutboxItem).where(OutboxItem.state == DEAD).order_by(OutboxItem.id)):
-            row: dict[str, Any] = {
-                "id": item.id,
-                "event_id": item.event_id,
-                "kind": item.kind,
-                "unique_id": item.unique_id,
-                "level": item.level,
-                "reason": item.reason,
-            }
-            click.echo(json.dumps(row))
+    try:
+        with store.transaction() as session:
+            for item in outbox.dead_letters(session):
+                row: dict[str, Any] = {
+                    "id": item.id,
+                    "event_id": item.event_id,
+                    "kind": item.kind,
+                    "unique_id": item.unique_id,
+                    "level": item.level,
+                    "attempts": item.attempts,
+                    "created_at": item.created_at.isoformat(),
+                    "reason": item.reason,
+                }
+                click.echo(json.dumps(row))
+    finally:
+        store.dispose()
 
 
 @dead_letters.command("redrive")
@@ -122,5 +124,9 @@ def dead_letters_redrive(config: Config, ids: tuple[int, ...]) -> None:
     """Queue dead letters for delivery again."""
     from bridge.sender import redrive
 
-    count = redrive(Store(config.database_url), list(ids) or None)
+    store = Store(config.database_url)
+    try:
+        count = redrive(store, list(ids) or None)
+    finally:
+        store.dispose()
     click.echo(f"{count} dead letter(s) queued again")

@@ -58,6 +58,8 @@ class Config:
     sink_path: str = "pipeline-bridge-sink.jsonl"
     installation_id: str = "pipeline-bridge"
     proxy_hops: int = 0
+    sender_lease_seconds: int = 60
+    sender_batch_size: int = 1000
     service_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
@@ -107,6 +109,8 @@ def load_config(environ: Mapping[str, str]) -> Config:
     integer("PORT", "port", 1, 65535)
     integer("WEB_CONCURRENCY", "web_concurrency", 1, 64)
     integer("BRIDGE_PROXY_HOPS", "proxy_hops", 0, 10)
+    integer("BRIDGE_SENDER_LEASE_SECONDS", "sender_lease_seconds", 1, 3600)
+    integer("BRIDGE_SENDER_BATCH_SIZE", "sender_batch_size", 1, 1000)
 
     database_url = text("DATABASE_URL")
     if database_url is not None:

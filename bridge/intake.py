@@ -1,18 +1,22 @@
 """Where bodies go: the Datadog intake over HTTP, or a local JSON-lines file when no API key is set.
 
-Both answer with an :class:`IntakeReply` so the sender's policy (retry, split, dead-letter, pause) does not care
-which one it talks to.
+Both take pre-encoded events and answer with an :class:`IntakeReply`, so the sender's policy (retry, split,
+dead-letter, pause) does not care which one it talks to. Each event is serialised once, which is also how the
+sender measures it against the size limit before anything is sent.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import email.utils
+import gzip
 import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 
@@ -21,6 +25,10 @@ from adapters.base import CI_PIPELINE, DORA_DEPLOYMENT
 PATHS = {CI_PIPELINE: "/api/v2/ci/pipeline", DORA_DEPLOYMENT: "/api/v2/dora/deployment"}
 # DORA's endpoint takes one deployment per request; the pipeline endpoint takes up to 1000 events.
 BATCH_LIMITS = {CI_PIPELINE: 1000, DORA_DEPLOYMENT: 1}
+# Uncompressed bytes per request: safely under the intake's 5 MiB limit, envelope included.
+MAX_BATCH_BYTES = 5_000_000
+# Below this a request goes as is: gzip would cost more time than it saves bytes.
+COMPRESS_ABOVE_BYTES = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,44 +46,81 @@ class IntakeReply:
 
 
 class Intake(Protocol):
-    def send(self, kind: str, bodies: Sequence[dict[str, Any]]) -> IntakeReply:
-        """Send one batch of bodies of one kind."""
+    def send(self, kind: str, events: Sequence[bytes]) -> IntakeReply:
+        """Send one batch of events of one kind, each already encoded by :func:`encode_event`."""
 
 
-def batch_body(kind: str, bodies: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The request body for a batch: pipeline events go as one ``data`` array, a deployment alone."""
-    if kind == CI_PIPELINE and len(bodies) > 1:
-        return {"data": [body["data"] for body in bodies]}
-    return bodies[0]
+def encode_event(kind: str, body: dict[str, Any]) -> bytes:
+    """One event as it goes inside a batch: the ``data`` object of a pipeline event, a deployment whole."""
+    value = body["data"] if kind == CI_PIPELINE else body
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def batch_payload(kind: str, events: Sequence[bytes]) -> bytes:
+    """The request body for a batch: pipeline events as one ``data`` array, a deployment alone."""
+    if kind == CI_PIPELINE:
+        if len(events) == 1:
+            return b'{"data":' + events[0] + b"}"
+        return b'{"data":[' + b",".join(events) + b"]}"
+    if len(events) != 1:
+        raise ValueError("the DORA deployment endpoint takes one deployment per request")
+    return events[0]
+
+
+def event_body(kind: str, event: bytes) -> dict[str, Any]:
+    """The stored body back from its encoded form, as one event alone would be posted."""
+    value = json.loads(event)
+    return {"data": value} if kind == CI_PIPELINE else dict(value)
 
 
 class HttpIntake:
-    """The real intake, over one keep-alive session; redirects are refused so the API key never leaves."""
+    """The real intake over one keep-alive session; redirects are refused so the API key never leaves."""
 
-    def __init__(self, base_url: str, api_key: str, timeout: tuple[float, float] = (5.0, 30.0)) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: tuple[float, float] = (5.0, 20.0),
+        compress_above: int | None = COMPRESS_ABOVE_BYTES,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.compress_above = compress_above
         self.session = requests.Session()
         self.session.headers.update(
-            {"DD-API-KEY": api_key, "Content-Type": "application/json", "User-Agent": "pipeline-bridge"}
+            {
+                "DD-API-KEY": api_key,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": "pipeline-bridge",
+            }
         )
 
-    def send(self, kind: str, bodies: Sequence[dict[str, Any]]) -> IntakeReply:
-        data = json.dumps(batch_body(kind, bodies), separators=(",", ":")).encode()
+    def send(self, kind: str, events: Sequence[bytes]) -> IntakeReply:
+        data = batch_payload(kind, events)
+        headers = {}
+        if self.compress_above is not None and len(data) > self.compress_above:
+            data = gzip.compress(data, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
         try:
             response = self.session.post(
-                self.base_url + PATHS[kind], data=data, timeout=self.timeout, allow_redirects=False
+                self.base_url + PATHS[kind], data=data, headers=headers, timeout=self.timeout, allow_redirects=False
             )
         except requests.RequestException as exc:
-            return IntakeReply(0, error=f"connection failed: {type(exc).__name__}")
-        if 300 <= response.status_code < 400:
-            return IntakeReply(response.status_code, error="the intake answered with a redirect; not followed")
+            return IntakeReply(0, error=f"no answer from the intake ({type(exc).__name__})")
+        if response.is_redirect:
+            target = urlsplit(response.headers.get("Location", "")).netloc or "elsewhere"
+            error = f"the intake redirected to {target}; not followed, so the API key stays here"
+            return IntakeReply(response.status_code, error=error)
         return IntakeReply(
             response.status_code,
-            retry_after=_wait_hint(response),
-            error=None if response.ok else response.text[:2000],
+            retry_after=wait_hint(response.headers),
+            error=None if response.ok else error_text(response),
             remote_ids=_remote_ids(response) if response.ok else (),
         )
+
+    def close(self) -> None:
+        self.session.close()
 
 
 class FileSink:
@@ -86,30 +131,51 @@ class FileSink:
     def __init__(self, path: str) -> None:
         self.path = Path(path)
 
-    def send(self, kind: str, bodies: Sequence[dict[str, Any]]) -> IntakeReply:
-        sent_at = dt.datetime.now(dt.UTC).isoformat()
-        lines = "".join(
-            json.dumps({"sent_at": sent_at, "endpoint": PATHS[kind], "body": body}, separators=(",", ":")) + "\n"
-            for body in bodies
+    def send(self, kind: str, events: Sequence[bytes]) -> IntakeReply:
+        sent_at = json.dumps(dt.datetime.now(dt.UTC).isoformat())
+        endpoint = json.dumps(PATHS[kind])
+        body_prefix, body_suffix = (b'{"data":', b"}") if kind == CI_PIPELINE else (b"", b"")
+        lines = b"".join(
+            b'{"sent_at":%s,"endpoint":%s,"body":%s%s%s}\n'
+            % (sent_at.encode(), endpoint.encode(), body_prefix, event, body_suffix)
+            for event in events
         )
-        with self._lock, self.path.open("a", encoding="utf-8") as sink:
+        with self._lock, self.path.open("ab") as sink:
             sink.write(lines)
             sink.flush()
         return IntakeReply(202)
 
 
-def _wait_hint(response: requests.Response) -> float | None:
-    """Seconds to wait from ``Retry-After`` or Datadog's ``X-RateLimit-Reset``, whichever says longer."""
+def wait_hint(headers: Any) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or a date) or ``X-RateLimit-Reset``, whichever is longer."""
     hints = []
     for header in ("Retry-After", "X-RateLimit-Reset"):
-        value = response.headers.get(header)
-        if value is None:
+        value = headers.get(header)
+        if not value:
             continue
         try:
             hints.append(max(0.0, float(value)))
-        except ValueError:
             continue
+        except ValueError:
+            pass
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            continue
+        if moment.tzinfo is not None:
+            hints.append(max(0.0, (moment - dt.datetime.now(dt.UTC)).total_seconds()))
     return max(hints) if hints else None
+
+
+def error_text(response: requests.Response) -> str:
+    """The intake's own words: the ``detail`` of each of its errors, else the start of its body."""
+    try:
+        errors = response.json().get("errors")
+        details = [str(error.get("detail") or error.get("title")) for error in errors if isinstance(error, dict)]
+    except (ValueError, AttributeError, TypeError):
+        details = []
+    text = "; ".join(details) if details else response.text.strip() or response.reason or ""
+    return f"{response.status_code}: {text[:2000]}"
 
 
 def _remote_ids(response: requests.Response) -> tuple[str, ...]:

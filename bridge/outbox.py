@@ -4,21 +4,31 @@ Because an accepted event and its translation commit together, a crash can lose 
 this table at its own pace. States: ``pending`` (to send, at ``next_attempt_at``), ``delivered``, ``superseded``
 (a running event whose final event was sent in its place), ``expired`` (the intake would refuse it as too old)
 and ``dead`` (the intake refused it as invalid; kept for redrive).
+
+Every write the sender makes is one set-based statement guarded by the lease, so a worker whose lease passed to
+another never overwrites what the other recorded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
 
-from adapters.base import Outbound
-from bridge.models import OutboxItem
+from adapters.base import CI_PIPELINE, INTAKE_WINDOW, Outbound
+from bridge.models import OutboxItem, SenderState
 
 PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD = "pending", "delivered", "superseded", "expired", "dead"
 STATES = (PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD)
+WINDOW_PASSED = "the intake's 18-hour window passed before it could be delivered"
+# sender_state names: delivery paused (the key was refused), and a per-kind hold (rate limit or intake down).
+PAUSED = "delivery_paused"
+HOLD = "delivery_hold:"
 
 
 def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now: dt.datetime) -> list[OutboxItem]:
@@ -44,8 +54,190 @@ def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now:
     return items
 
 
+@dataclasses.dataclass
+class Claim:
+    """What one claim took: rows to send (leased to the claimer), and rows it settled without sending."""
+
+    to_send: list[OutboxItem] = dataclasses.field(default_factory=list)
+    expired: list[OutboxItem] = dataclasses.field(default_factory=list)
+    superseded: list[OutboxItem] = dataclasses.field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.to_send) + len(self.expired) + len(self.superseded)
+
+
+def claim(
+    session: Session,
+    worker_id: str,
+    now: dt.datetime,
+    lease_until: dt.datetime,
+    limit: int,
+    kinds: Collection[str],
+    skip_locked: bool,
+) -> Claim:
+    """Lease up to ``limit`` due rows, oldest first, at most one per ``unique_id`` so none overtakes another.
+
+    A row waits while an older row of its ``unique_id`` is pending. Rows past the intake's window are expired and
+    running rows whose final event is pending or delivered are superseded here, so they are never sent.
+    """
+    older = aliased(OutboxItem)
+    blocked_by_older = (
+        select(older.id)
+        .where(older.unique_id == OutboxItem.unique_id, older.id < OutboxItem.id, older.state == PENDING)
+        .exists()
+    )
+    due = (
+        select(OutboxItem)
+        .where(
+            OutboxItem.state == PENDING,
+            OutboxItem.kind.in_(kinds),
+            OutboxItem.next_attempt_at <= now,
+            (OutboxItem.lease_until.is_(None)) | (OutboxItem.lease_until < now),
+            ~blocked_by_older,
+        )
+        .order_by(OutboxItem.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True, of=OutboxItem)
+    rows = list(session.scalars(due))
+    result = Claim()
+    if not rows:
+        return result
+    final_ids = _newest_final_ids(session, [row for row in rows if not row.final])
+    for row in rows:
+        if row.kind == CI_PIPELINE and row.end_time is not None and row.end_time + INTAKE_WINDOW <= now:
+            result.expired.append(row)
+        elif not row.final and final_ids.get((row.unique_id, row.level), 0) > row.id:
+            result.superseded.append(row)
+        else:
+            result.to_send.append(row)
+    _set(session, [row.id for row in result.expired], None, state=EXPIRED, reason=WINDOW_PASSED)
+    _set(session, [row.id for row in result.superseded], None, state=SUPERSEDED, delivered_at=now, reason=None)
+    _set(session, [row.id for row in result.to_send], None, lease_owner=worker_id, lease_until=lease_until)
+    return result
+
+
+def _newest_final_ids(session: Session, running: Sequence[OutboxItem]) -> dict[tuple[str, str], int]:
+    """For running rows, the id of the newest final row of the same run that is pending or delivered."""
+    if not running:
+        return {}
+    rows = session.execute(
+        select(OutboxItem.unique_id, OutboxItem.level, func.max(OutboxItem.id))
+        .where(
+            OutboxItem.unique_id.in_({row.unique_id for row in running}),
+            OutboxItem.final.is_(True),
+            OutboxItem.state.in_((PENDING, DELIVERED)),
+        )
+        .group_by(OutboxItem.unique_id, OutboxItem.level)
+    ).all()
+    return {(unique_id, level): newest for unique_id, level, newest in rows}
+
+
+def _set(session: Session, ids: Sequence[int], worker_id: str | None, **values: Any) -> int:
+    """Update rows by id in one statement; with ``worker_id``, only those whose lease that worker still holds."""
+    if not ids:
+        return 0
+    statement = update(OutboxItem).where(OutboxItem.id.in_(ids))
+    if worker_id is not None:
+        statement = statement.where(OutboxItem.lease_owner == worker_id, OutboxItem.lease_until.is_not(None))
+    result = session.execute(statement.values(**values).execution_options(synchronize_session=False))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def finish(
+    session: Session,
+    ids: Sequence[int],
+    worker_id: str,
+    state: str,
+    now: dt.datetime,
+    reason: str | None = None,
+    remote_id: str | None = None,
+) -> int:
+    """Record the end of delivery for rows still leased to ``worker_id``; returns how many were recorded."""
+    values: dict[str, Any] = {"state": state, "reason": reason, "lease_until": None}
+    if state in (DELIVERED, SUPERSEDED):
+        values["delivered_at"] = now
+    if remote_id is not None:
+        values["remote_id"] = remote_id
+    return _set(session, ids, worker_id, **values)
+
+
+def release(session: Session, ids: Sequence[int], worker_id: str) -> int:
+    """Give rows back untouched (no attempt counted), so any worker may take them at once."""
+    return _set(session, ids, worker_id, lease_owner=None, lease_until=None)
+
+
+def renew(session: Session, ids: Sequence[int], worker_id: str, lease_until: dt.datetime) -> int:
+    """Extend our lease on rows still being worked on, so a long pass is not taken over halfway."""
+    return _set(session, ids, worker_id, lease_until=lease_until)
+
+
+def reschedule(
+    session: Session, ids: Sequence[int], worker_id: str, next_attempt_at: dt.datetime, reason: str
+) -> tuple[int, int]:
+    """Count a failed attempt and schedule the next one; rows that would then be too old are expired instead.
+
+    Returns (rescheduled, expired).
+    """
+    if not ids:
+        return 0, 0
+    too_old = and_(
+        OutboxItem.kind == CI_PIPELINE,
+        OutboxItem.end_time.is_not(None),
+        OutboxItem.end_time <= next_attempt_at - INTAKE_WINDOW,
+    )
+    owned = and_(OutboxItem.id.in_(ids), OutboxItem.lease_owner == worker_id, OutboxItem.lease_until.is_not(None))
+    expired = session.execute(
+        update(OutboxItem)
+        .where(owned, too_old)
+        .values(state=EXPIRED, reason=f"{WINDOW_PASSED} (last attempt: {reason})", lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    rescheduled = session.execute(
+        update(OutboxItem)
+        .where(owned)
+        .values(
+            attempts=OutboxItem.attempts + 1,
+            next_attempt_at=next_attempt_at,
+            reason=f"last attempt: {reason}",
+            lease_owner=None,
+            lease_until=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(rescheduled.rowcount), int(expired.rowcount)  # type: ignore[attr-defined]
+
+
+def redrive(session: Session, now: dt.datetime, outbox_ids: Sequence[int] | None = None) -> int:
+    """Queue dead letters again (all, or the given ids); returns how many.
+
+    A running event whose final event was delivered since is superseded instead: sending it now would show a
+    finished run as running again.
+    """
+    statement = select(OutboxItem).where(OutboxItem.state == DEAD)
+    if outbox_ids:
+        statement = statement.where(OutboxItem.id.in_(outbox_ids))
+    rows = list(session.scalars(statement.order_by(OutboxItem.id)))
+    final_ids = _newest_final_ids(session, [row for row in rows if not row.final])
+    stale = [row.id for row in rows if not row.final and final_ids.get((row.unique_id, row.level), 0) > row.id]
+    fresh = [row.id for row in rows if row.id not in set(stale)]
+    _set(session, stale, None, state=SUPERSEDED, delivered_at=now, reason="its final event was delivered")
+    _set(session, fresh, None, state=PENDING, attempts=0, next_attempt_at=now, reason=None, lease_until=None)
+    return len(rows)
+
+
+def dead_letters(session: Session) -> list[OutboxItem]:
+    """Every row the intake refused as invalid, oldest first."""
+    return list(session.scalars(select(OutboxItem).where(OutboxItem.state == DEAD).order_by(OutboxItem.id)))
+
+
 def delivery_summary(session: Session, event_ids: list[int]) -> dict[int, dict[str, object]]:
-    """The delivery state of each event as a client should see it: the least advanced of its outbox rows."""
+    """The delivery state of each event as a client should see it: the least advanced of its outbox rows.
+
+    A superseded row counts as delivered, since its final event went in its place.
+    """
     if not event_ids:
         return {}
     rows = session.execute(
@@ -53,20 +245,37 @@ def delivery_summary(session: Session, event_ids: list[int]) -> dict[int, dict[s
         .where(OutboxItem.event_id.in_(event_ids))
         .order_by(OutboxItem.id)
     ).all()
-    rank = {DEAD: 0, EXPIRED: 1, PENDING: 2, SUPERSEDED: 3, DELIVERED: 4}
+    rank = {DEAD: 0, EXPIRED: 1, PENDING: 2, DELIVERED: 3}
     summary: dict[int, dict[str, object]] = {}
     for event_id, state, reason, delivered_at in rows:
-        shown = SUPERSEDED if state == SUPERSEDED else state
+        shown = DELIVERED if state == SUPERSEDED else state
         current = summary.get(event_id)
         if current is None or rank[shown] < rank[str(current["state"])]:
-            summary[event_id] = {
-                "state": DELIVERED if shown == SUPERSEDED else shown,
-                "reason": reason,
-                "delivered_at": delivered_at,
-            }
+            summary[event_id] = {"state": shown, "reason": reason, "delivered_at": delivered_at}
     return summary
 
 
 def counts_by_state(session: Session) -> dict[str, int]:
     rows = session.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state)).all()
     return {state: count for state, count in rows}
+
+
+def read_sender_state(session: Session, lock: bool = False) -> dict[str, dict[str, Any]]:
+    """Every shared sender value by name; ``lock`` holds the rows (PostgreSQL) until the transaction ends."""
+    statement = select(SenderState)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update()
+    return {row.name: dict(row.value) for row in session.scalars(statement)}
+
+
+def write_sender_state(session: Session, name: str, value: dict[str, Any] | None, now: dt.datetime) -> None:
+    """Set (or, with None, remove) a shared sender value; an upsert, so two workers never collide."""
+    if value is None:
+        session.execute(delete(SenderState).where(SenderState.name == name))
+        return
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(SenderState).values(name=name, value=value, updated_at=now)
+    session.execute(
+        statement.on_conflict_do_update(index_elements=[SenderState.name], set_={"value": value, "updated_at": now})
+    )
+

@@ -1,37 +1,58 @@
-"""The sender: claims due outbox rows, sends them in batches, and records what the intake said.
+"""The sender: claims due outbox rows, sends them in batches, and acts on what the intake answers.
 
-Rows are claimed with a lease (and ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) so several workers share the work
-and a worker that dies has its rows taken over when the lease expires. Nothing is sent while an older row of the
-same ``unique_id`` is still pending, so a final event never overtakes its running event.
+The policy in one place: 2xx delivered; 413 split; 400 bisected until the refused event is alone, which goes to
+dead letters; 401, 403, a redirect or an unknown endpoint pause delivery (the configuration is wrong: nothing is
+dropped and no attempt is counted) with one probe batch now and then; anything else (408, 429, 5xx, no
+connection) is retried with backoff, and holds every request to that endpoint until the retry is due.
+Everything the schedule needs (attempts, next attempt, holds, the pause) is in the database, so a restart or a
+second worker continues exactly where the first one stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import random
+import threading
+import time
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, aliased
 
-from adapters.base import INTAKE_WINDOW
-from bridge.intake import BATCH_LIMITS, Intake, IntakeReply
-from bridge.models import OutboxItem
-from bridge.outbox import DEAD, DELIVERED, EXPIRED, PENDING, SUPERSEDED
+from bridge import metrics, outbox
+from bridge.intake import BATCH_LIMITS, MAX_BATCH_BYTES, Intake, IntakeReply, encode_event
 from bridge.store import Store
 
 log = structlog.get_logger(__name__)
 
-RETRYABLE = frozenset({0, 408, 429, 500, 502, 503, 504})
+
+class Action(enum.Enum):
+    """What an intake status means for the batch that got it."""
+
+    DELIVERED = "delivered"
+    SPLIT = "split"
+    BISECT = "bisect"
+    PAUSE = "pause"
+    RETRY = "retry"
+
+
+STATUS_ACTIONS = {413: Action.SPLIT, 400: Action.BISECT, 422: Action.BISECT, 401: Action.PAUSE, 403: Action.PAUSE}
+STATUS_ACTIONS |= {status: Action.PAUSE for status in (301, 302, 303, 307, 308, 404, 405)}
+
+
+def action_for(status: int) -> Action:
+    """The policy for one status; unknown statuses retry, since retrying can lose nothing."""
+    if 200 <= status < 300:
+        return Action.DELIVERED
+    return STATUS_ACTIONS.get(status, Action.RETRY)
 
 
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter: about ``first`` seconds, doubling up to ``ceiling``."""
+    """Exponential backoff with jitter: about ``first`` seconds, doubling up to ``ceiling``, never under a hint."""
 
     first: float = 2.0
     ceiling: float = 60.0
@@ -40,17 +61,19 @@ class RetryPolicy:
     def delay(self, attempts: int, hint: float | None = None) -> float:
         base = min(self.ceiling, self.first * 2 ** max(0, attempts - 1))
         spread = base * self.jitter
-        delay = base + random.uniform(-spread, spread)
-        return max(delay, hint or 0.0)
+        return max(base + random.uniform(-spread, spread), hint or 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class SenderSettings:
-    """How much one pass claims and how long a claim holds."""
+    """How much one pass claims, how long a claim holds, and how often a paused sender tries again."""
 
     batch_size: int = 1000
+    max_batch_bytes: int = MAX_BATCH_BYTES
     lease: dt.timedelta = dt.timedelta(seconds=60)
     retry: RetryPolicy = RetryPolicy()
+    probe_every: dt.timedelta = dt.timedelta(seconds=30)
+    log_paused_every: dt.timedelta = dt.timedelta(minutes=5)
 
 
 @dataclasses.dataclass
@@ -63,6 +86,20 @@ class PassResult:
     dead: int = 0
     expired: int = 0
     superseded: int = 0
+    released: int = 0
+    requests: int = 0
+    paused: bool = False
+
+
+class _Stop(Exception):
+    """Ends a pass early (paused, held, or stopping); the rows not yet sent are released."""
+
+
+@dataclasses.dataclass
+class _Row:
+    id: int
+    attempts: int
+    event: bytes
 
 
 class Sender:
@@ -73,144 +110,200 @@ class Sender:
         self.intake = intake
         self.settings = settings or SenderSettings()
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
+        self.stopping = threading.Event()
+        self._open: set[int] = set()
+        self._lease_until = _now()
+        self._lock = threading.Lock()
 
     def run_once(self, now: dt.datetime | None = None) -> PassResult:
-        now = now or dt.datetime.now(dt.UTC)
+        now = now or _now()
         result = PassResult()
-        claimed = self._claim(now)
-        result.claimed = len(claimed)
-        if not claimed:
+        kinds, result.paused, probing = self._gate(now)
+        if not kinds:
             return result
-        to_send = self._drop_superseded(claimed, result)
-        by_kind: dict[str, list[OutboxItem]] = defaultdict(list)
-        for item in to_send:
-            by_kind[item.kind].append(item)
-        for kind, items in by_kind.items():
-            limit = BATCH_LIMITS[kind]
-            for start in range(0, len(items), limit):
-                self._send(kind, items[start : start + limit], result)
+        self._lease_until = now + self.settings.lease
+        with self.store.transaction() as session:
+            claim = outbox.claim(
+                session,
+                self.worker_id,
+                now,
+                self._lease_until,
+                self.settings.batch_size,
+                kinds,
+                skip_locked=not self.store.is_sqlite,
+            )
+        result.claimed = claim.size
+        self._count_settled(claim, result)
+        with self._lock:
+            self._open = {row.id for row in claim.to_send}
+        try:
+            for kind in kinds:
+                rows = [_Row(r.id, r.attempts, encode_event(kind, r.body)) for r in claim.to_send if r.kind == kind]
+                for batch in self._batches(kind, rows):
+                    self._deliver(kind, batch, result, probing)
+                    probing = probing and result.paused
+        except _Stop:
+            pass
+        finally:
+            result.released = self.release_open()
         return result
 
-    def _claim(self, now: dt.datetime) -> list[OutboxItem]:
-        older = aliased(OutboxItem)
-        blocked_by_older = (
-            select(older.id)
-            .where(older.unique_id == OutboxItem.unique_id, older.id < OutboxItem.id, older.state == PENDING)
-            .exists()
-        )
-        due = (
-            select(OutboxItem)
-            .where(
-                OutboxItem.state == PENDING,
-                OutboxItem.next_attempt_at <= now,
-                or_(OutboxItem.lease_until.is_(None), OutboxItem.lease_until < now),
-                ~blocked_by_older,
-            )
-            .order_by(OutboxItem.id)
-            .limit(self.settings.batch_size)
-        )
+    def release_open(self) -> int:
+        """Give back every claimed row not yet settled; safe to call from another thread (shutdown watchdog)."""
+        with self._lock:
+            ids, self._open = sorted(self._open), set()
+        if not ids:
+            return 0
         with self.store.transaction() as session:
-            if not self.store.is_sqlite:
-                due = due.with_for_update(skip_locked=True, of=OutboxItem)
-            items = list(session.scalars(due))
-            lease_until = now + self.settings.lease
-            for item in items:
-                item.lease_owner = self.worker_id
-                item.lease_until = lease_until
-            return items
+            return outbox.release(session, ids, self.worker_id)
 
-    def _drop_superseded(self, items: Sequence[OutboxItem], result: PassResult) -> list[OutboxItem]:
-        """A running event whose final event is in the same claim need not be sent."""
-        finals = {(item.unique_id, item.level) for item in items if item.final}
-        superseded = [item for item in items if not item.final and (item.unique_id, item.level) in finals]
-        if superseded:
-            self._finish(superseded, SUPERSEDED, None)
-            result.superseded += len(superseded)
-        return [item for item in items if item not in superseded]
-
-    def _send(self, kind: str, items: list[OutboxItem], result: PassResult) -> None:
-        reply = self.intake.send(kind, [item.body for item in items])
-        if reply.accepted:
-            self._finish(items, DELIVERED, None, remote_ids=reply.remote_ids)
-            result.delivered += len(items)
-            log.info("delivery.sent", kind=kind, count=len(items), status=reply.status)
-            return
-        if reply.status == 413 and len(items) > 1:
-            middle = len(items) // 2
-            self._send(kind, items[:middle], result)
-            self._send(kind, items[middle:], result)
-            return
-        if reply.status == 400:
-            if len(items) > 1:
-                middle = len(items) // 2
-                self._send(kind, items[:middle], result)
-                self._send(kind, items[middle:], result)
-                return
-            self._finish(items, DEAD, f"intake refused it (400): {reply.error}")
-            result.dead += 1
-            log.warning("delivery.dead_letter", kind=kind, outbox_id=items[0].id, reason=reply.error)
-            return
-        self._retry(items, reply, result)
-
-    def _retry(self, items: list[OutboxItem], reply: IntakeReply, result: PassResult) -> None:
-        now = dt.datetime.now(dt.UTC)
-        paused = reply.status in (401, 403)
+    def _gate(self, now: dt.datetime) -> tuple[list[str], bool, bool]:
+        """The kinds this pass may send (none while paused, unless it wins the probe), paused, probing."""
         with self.store.transaction() as session:
-            for item in self._reload(session, items):
-                attempts = item.attempts + (0 if paused else 1)
-                delay = self.settings.retry.delay(attempts or 1, reply.retry_after)
-                next_attempt = now + dt.timedelta(seconds=delay)
-                if item.end_time is not None and next_attempt > item.end_time + INTAKE_WINDOW:
-                    item.state, item.reason = (
-                        EXPIRED,
-                        "the intake's 18-hour window passed before it could be delivered",
-                    )
-                    result.expired += 1
-                else:
-                    result.retried += 1
-                item.attempts = attempts
-                item.next_attempt_at = next_attempt
-                item.lease_owner = item.lease_until = None
-                if item.state == PENDING:
-                    item.reason = f"last attempt: {reply.status or 'no connection'} {reply.error or ''}".strip()
-        log.warning("delivery.retry", status=reply.status, count=len(items), paused=paused)
+            state = outbox.read_sender_state(session)
+            held = {name[len(outbox.HOLD) :] for name, value in state.items() if name.startswith(outbox.HOLD)}
+            held = {kind for kind in held if _time(state[outbox.HOLD + kind]["until"]) > now}
+            kinds = [kind for kind in BATCH_LIMITS if kind not in held]
+            pause = state.get(outbox.PAUSED)
+            if pause is None:
+                return kinds, False, False
+            if _time(pause["probe_at"]) > now or not kinds:
+                return [], True, False
+            pause["probe_at"] = (now + self.settings.probe_every).isoformat()
+            outbox.write_sender_state(session, outbox.PAUSED, pause, now)
+        # Several workers may reach here at once; each sends at most one probe batch per probe interval.
+        return kinds, True, True
 
-    def _finish(
-        self, items: Sequence[OutboxItem], state: str, reason: str | None, remote_ids: Sequence[str] = ()
-    ) -> None:
-        now = dt.datetime.now(dt.UTC)
+    def _batches(self, kind: str, rows: Sequence[_Row]) -> list[list[_Row]]:
+        """Rows packed in order into batches under the intake's count limit and our byte limit."""
+        limit = min(BATCH_LIMITS[kind], self.settings.batch_size)
+        batches: list[list[_Row]] = []
+        size = 0
+        for row in rows:
+            if not batches or len(batches[-1]) >= limit or size + len(row.event) + 1 > self.settings.max_batch_bytes:
+                batches.append([])
+                size = 16  # the {"data":[...]} envelope
+            batches[-1].append(row)
+            size += len(row.event) + 1
+        return batches
+
+    def _deliver(self, kind: str, batch: list[_Row], result: PassResult, probing: bool) -> None:
+        if self.stopping.is_set():
+            raise _Stop
+        self._renew_lease()
+        started = time.monotonic()
+        reply = self.intake.send(kind, [row.event for row in batch])
+        metrics.observe_intake(kind, time.monotonic() - started)
+        result.requests += 1
+        action = action_for(reply.status)
+        ids = [row.id for row in batch]
+        if action is Action.DELIVERED:
+            remote_id = reply.remote_ids[0] if len(batch) == 1 and reply.remote_ids else None
+            done = self._settle(kind, ids, outbox.DELIVERED, None, remote_id)
+            result.delivered += done
+            log.info("delivery.sent", kind=kind, count=done, status=reply.status, worker_id=self.worker_id)
+            if probing:
+                self._resume()
+                result.paused = False
+        elif action in (Action.SPLIT, Action.BISECT) and len(batch) > 1:
+            middle = len(batch) // 2
+            for half in (batch[:middle], batch[middle:]):
+                self._deliver(kind, half, result, probing and result.paused)
+        elif action in (Action.SPLIT, Action.BISECT):
+            reason = f"the intake refused it: {reply.error or reply.status}"
+            result.dead += self._settle(kind, ids, outbox.DEAD, reason)
+            log.warning("delivery.dead_letter", kind=kind, outbox_id=ids[0], status=reply.status, reason=reason)
+        elif action is Action.PAUSE:
+            self._pause(reply)
+            result.paused = True
+            raise _Stop
+        else:
+            self._retry(kind, batch, reply, result)
+            raise _Stop
+
+    def _settle(self, kind: str, ids: list[int], state: str, reason: str | None, remote_id: str | None = None) -> int:
         with self.store.transaction() as session:
-            for index, item in enumerate(self._reload(session, items)):
-                item.state = state
-                item.reason = reason
-                item.lease_owner = item.lease_until = None
-                if state in (DELIVERED, SUPERSEDED):
-                    item.delivered_at = now
-                if index < len(remote_ids):
-                    item.remote_id = remote_ids[index]
+            done = outbox.finish(session, ids, self.worker_id, state, _now(), reason, remote_id)
+        with self._lock:
+            self._open.difference_update(ids)
+        metrics.count_finished(kind, state, done)
+        return done
 
-    def _reload(self, session: Session, items: Sequence[OutboxItem]) -> list[OutboxItem]:
-        """Our claimed rows, still leased to us: a row whose lease passed to another worker is left alone."""
-        ids = [item.id for item in items]
-        return list(
-            session.scalars(
-                select(OutboxItem)
-                .where(OutboxItem.id.in_(ids), OutboxItem.lease_owner == self.worker_id)
-                .order_by(OutboxItem.id)
-            )
+    def _retry(self, kind: str, batch: list[_Row], reply: IntakeReply, result: PassResult) -> None:
+        """Count the attempt, schedule the next one, and hold the endpoint until then (other workers too)."""
+        now = _now()
+        delay = self.settings.retry.delay(max(row.attempts for row in batch) + 1, reply.retry_after)
+        next_attempt = now + dt.timedelta(seconds=delay)
+        why = reply.error or f"{reply.status}"
+        ids = [row.id for row in batch]
+        with self.store.transaction() as session:
+            retried, expired = outbox.reschedule(session, ids, self.worker_id, next_attempt, why)
+            hold = {"until": next_attempt.isoformat(), "status": reply.status}
+            outbox.write_sender_state(session, outbox.HOLD + kind, hold, now)
+        with self._lock:
+            self._open.difference_update(ids)
+        result.retried += retried
+        result.expired += expired
+        metrics.count_retry(kind, reply.status, retried)
+        metrics.count_finished(kind, outbox.EXPIRED, expired)
+        log.warning(
+            "delivery.retry", kind=kind, status=reply.status, count=retried, expired=expired, delay=round(delay, 3)
         )
+
+    def _pause(self, reply: IntakeReply) -> None:
+        """Store the pause for every process to see; log it at most once per interval, however many probes."""
+        now = _now()
+        with self.store.transaction() as session:
+            current = outbox.read_sender_state(session, lock=True).get(outbox.PAUSED) or {}
+            logged_at = current.get("logged_at")
+            due_log = logged_at is None or _time(logged_at) + self.settings.log_paused_every <= now
+            reason = reply.error or f"the intake answered {reply.status}"
+            value: dict[str, Any] = {
+                "status": reply.status,
+                "reason": reason,
+                "since": current.get("since", now.isoformat()),
+                "probe_at": (now + self.settings.probe_every).isoformat(),
+                "logged_at": now.isoformat() if due_log else logged_at,
+            }
+            outbox.write_sender_state(session, outbox.PAUSED, value, now)
+        if due_log:
+            log.error("delivery.paused", status=reply.status, reason=reason, since=value["since"])
+
+    def _resume(self) -> None:
+        with self.store.transaction() as session:
+            outbox.write_sender_state(session, outbox.PAUSED, None, _now())
+        log.info("delivery.resumed", worker_id=self.worker_id)
+
+    def _renew_lease(self) -> None:
+        """Extend the lease when half of it is gone, so a long pass (many splits) is not taken over."""
+        now = _now()
+        if now < self._lease_until - self.settings.lease / 2:
+            return
+        with self._lock:
+            ids = sorted(self._open)
+        self._lease_until = now + self.settings.lease
+        with self.store.transaction() as session:
+            outbox.renew(session, ids, self.worker_id, self._lease_until)
+
+    def _count_settled(self, claim: outbox.Claim, result: PassResult) -> None:
+        for state, rows in ((outbox.EXPIRED, claim.expired), (outbox.SUPERSEDED, claim.superseded)):
+            for row in rows:
+                metrics.count_finished(row.kind, state)
+        result.expired += len(claim.expired)
+        result.superseded += len(claim.superseded)
+        if claim.expired:
+            log.warning("delivery.expired", count=len(claim.expired), ids=[row.id for row in claim.expired][:20])
 
 
 def redrive(store: Store, outbox_ids: Sequence[int] | None = None) -> int:
     """Put dead letters back in the queue (all, or the given ids); returns how many."""
     with store.transaction() as session:
-        statement = update(OutboxItem).where(OutboxItem.state == DEAD)
-        if outbox_ids:
-            statement = statement.where(OutboxItem.id.in_(outbox_ids))
-        now = dt.datetime.now(dt.UTC)
-        result = session.execute(
-            statement.values(state=PENDING, attempts=0, next_attempt_at=now, reason=None).execution_options(
-                synchronize_session=False
-            )
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return outbox.redrive(session, _now(), outbox_ids)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value)

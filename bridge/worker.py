@@ -1,12 +1,15 @@
 """The delivery worker process: runs sender passes until told to stop by SIGTERM or SIGINT.
 
-On a stop signal it finishes the pass in flight (a batch is one HTTP request, bounded by the intake timeout)
-and exits 0, well inside the 30 seconds a Heroku dyno is given. Rows it had claimed but not sent keep their
-lease, which expires so another worker takes them.
+On a stop signal the pass in flight sends no further request: the batch on the wire is finished (bounded by the
+intake's timeouts) and the rows not yet sent are released at once for another worker. A platform such as Heroku
+kills a process 30 seconds after SIGTERM, so a watchdog releases whatever is still claimed and exits 0 before
+that, even if the intake trickles its answer.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import signal
 import threading
 from types import FrameType
@@ -21,6 +24,7 @@ from bridge.store import Store
 log = structlog.get_logger(__name__)
 
 IDLE_POLL_SECONDS = 0.5
+STOP_GRACE_SECONDS = 25.0
 
 
 def make_intake(config: Config) -> Intake:
@@ -30,31 +34,56 @@ def make_intake(config: Config) -> Intake:
     return FileSink(config.sink_path)
 
 
+def sender_settings(config: Config) -> SenderSettings:
+    """The sender's settings from the configuration (defaults elsewhere live in :class:`SenderSettings`)."""
+    return SenderSettings(batch_size=config.sender_batch_size, lease=dt.timedelta(seconds=config.sender_lease_seconds))
+
+
 class Worker:
     """Loops over :meth:`Sender.run_once`, sleeping while there is nothing due."""
 
-    def __init__(self, sender: Sender, idle_poll: float = IDLE_POLL_SECONDS) -> None:
+    def __init__(
+        self, sender: Sender, idle_poll: float = IDLE_POLL_SECONDS, stop_grace: float = STOP_GRACE_SECONDS
+    ) -> None:
         self.sender = sender
         self.idle_poll = idle_poll
+        self.stop_grace = stop_grace
         self.stopping = threading.Event()
+        self._watchdog: threading.Timer | None = None
 
     def stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        log.info("worker.stopping", signal=signum)
+        if self.stopping.is_set():
+            return
+        log.info("worker.stopping", signal=signum, worker_id=self.sender.worker_id)
         self.stopping.set()
+        self.sender.stopping.set()
+        self._watchdog = threading.Timer(self.stop_grace, self._overdue)
+        self._watchdog.daemon = True
+        self._watchdog.start()
 
     def run(self) -> None:
         log.info("worker.started", worker_id=self.sender.worker_id)
-        while not self.stopping.is_set():
-            result = self.sender.run_once()
-            if result.claimed == 0:
-                self.stopping.wait(self.idle_poll)
+        try:
+            while not self.stopping.is_set():
+                result = self.sender.run_once()
+                if result.claimed == 0:
+                    self.stopping.wait(self.idle_poll)
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
         log.info("worker.stopped", worker_id=self.sender.worker_id)
+
+    def _overdue(self) -> None:
+        """The batch on the wire outlived the grace period: release it and leave before the platform's SIGKILL."""
+        released = self.sender.release_open()
+        log.warning("worker.stop_overdue", released=released, worker_id=self.sender.worker_id)
+        os._exit(0)
 
 
 def run_worker(config: Config, settings: SenderSettings | None = None) -> None:
     """Entry point of ``pipeline-bridge worker``: install signal handlers and deliver until stopped."""
     store = Store(config.database_url)
-    worker = Worker(Sender(store, make_intake(config), settings))
+    worker = Worker(Sender(store, make_intake(config), settings or sender_settings(config)))
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     try:

@@ -2,7 +2,8 @@
 
 It checks the API key, the content type, the size and every body (official client models plus time rules) and
 answers 202, 400, 403 or 413 as Datadog would. Tests can script the next answers (503, 429 with
-``X-RateLimit-Reset``, a redirect...) and read back what was accepted.
+``X-RateLimit-Reset``, a redirect...), hold requests on the wire (to kill a worker mid-batch) and read back what
+was accepted. A held request whose client went away meanwhile is recorded as 499 and never accepted.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import select
+import socket
 import threading
 import time
 import uuid
@@ -41,19 +44,23 @@ class Received:
     body: Any
     at: float
     headers: dict[str, str]
+    size: int = 0  # bytes of the body as received (compressed or not)
 
 
 class IntakeServer:
     """Start with ``with IntakeServer(api_key) as intake:``; ``intake.url`` is the base URL to configure."""
 
-    def __init__(self, api_key: str = "test-dd-api-key", delay: float = 0.0) -> None:
+    def __init__(self, api_key: str = "test-dd-api-key", delay: float = 0.0, port: int = 0) -> None:
         self.api_key = api_key
         self.delay = delay
         self.script: deque[Scripted] = deque()
         self.requests: list[Received] = []
         self.lock = threading.Lock()
         self.reject: set[str] = set()  # unique_ids to refuse with 400, to play a poison event
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.held = 0  # requests waiting at the gate now
+        self._gate = threading.Event()
+        self._gate.set()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -72,6 +79,15 @@ class IntakeServer:
 
     def then(self, status: int, headers: dict[str, str] | None = None, body: str = "") -> IntakeServer:
         self.script.append(Scripted(status, headers or {}, body))
+        return self
+
+    def hold(self) -> IntakeServer:
+        """Keep every request from now on waiting, unanswered, until :meth:`release`."""
+        self._gate.clear()
+        return self
+
+    def release(self) -> IntakeServer:
+        self._gate.set()
         return self
 
     def accepted_events(self, path: str = PIPELINE_PATH) -> list[dict[str, Any]]:
@@ -101,14 +117,25 @@ class IntakeServer:
             def log_message(self, *_: Any) -> None:
                 return
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 if intake.delay:
                     time.sleep(intake.delay)
+                if not intake._gate.is_set():
+                    with intake.lock:
+                        intake.held += 1
+                    intake._gate.wait(60)
+                    with intake.lock:
+                        intake.held -= 1
+                    if _client_gone(self.connection):
+                        with intake.lock:
+                            intake.requests.append(Received(self.path, 499, None, time.time(), dict(self.headers)))
+                        self.close_connection = True
+                        return
                 status, headers, reply, body = intake._answer(self.path, dict(self.headers), raw)
                 with intake.lock:
-                    intake.requests.append(Received(self.path, status, body, time.time(), dict(self.headers)))
+                    intake.requests.append(Received(self.path, status, body, time.time(), dict(self.headers), len(raw)))
                 payload = reply.encode()
                 self.send_response(status)
                 for name, value in headers.items():
@@ -159,6 +186,17 @@ class IntakeServer:
             reply = json.dumps({"data": {"id": uuid.uuid4().hex, "type": "dora_deployment"}})
             return 202, {}, reply, body
         return 202, {}, "{}", body
+
+
+def _client_gone(connection: socket.socket) -> bool:
+    """True when the client closed its end while its request waited (a killed process closes its sockets)."""
+    readable, _, _ = select.select([connection], [], [], 0.2)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _errors(status: int, title: str, detail: str) -> str:
