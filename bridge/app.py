@@ -7,10 +7,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from bridge import logs, metrics
 from bridge.config import Config
 from bridge.errors import register_error_handlers
-from bridge.routes import events, health, hooks
+from bridge.routes import events, health, hooks, meta
 from bridge.store import Store
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -43,8 +45,15 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.extensions["bridge.config"] = config
     app.extensions["bridge.store"] = store or Store(config.database_url)
     register_error_handlers(app)
+    logs.init_app(app)
+    metrics.init_app(app)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(meta.blueprint)
     app.register_blueprint(events.blueprint)
     app.register_blueprint(hooks.blueprint)
     app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
+    if config.proxy_hops:
+        # Only as many X-Forwarded-* values as there are proxies we run behind are believed; Host is never.
+        hops = config.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_port=hops)  # type: ignore[method-assign]
     return app

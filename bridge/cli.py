@@ -31,24 +31,54 @@ def main(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option("--worker/--no-worker", default=True, help="Also run one delivery worker (default: yes).")
 @click.pass_obj
-def serve(config: Config) -> None:
-    """Run the web server (gunicorn) and one delivery worker: a complete bridge in one command."""
+def serve(config: Config, worker: bool) -> None:
+    """Run the web server (gunicorn) and one delivery worker: a complete bridge in one command.
+
+    With --no-worker it runs the web server alone, for platforms that run ``pipeline-bridge worker`` separately.
+    """
     from bridge.logs import configure_logging
+    from bridge.multiproc import metrics_dir
     from bridge.web import run_gunicorn
 
-    configure_logging(config)
-    if config.is_sqlite:
-        migrate.upgrade(Store(config.database_url))
-    worker = subprocess.Popen([sys.executable, "-m", "bridge", "worker"])
-    try:
-        run_gunicorn(config)
-    finally:
-        worker.terminate()
+    with metrics_dir(config) as config:
+        configure_logging(config)
+        if config.is_sqlite:
+            migrate.upgrade(Store(config.database_url))
+        process = subprocess.Popen([sys.executable, "-m", "bridge", "worker"]) if worker else None
         try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+            run_gunicorn(config)
+        finally:
+            if process is not None:
+                _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@main.command()
+@click.option("--url", help="What to fetch (default: this bridge's /healthz on PORT).")
+@click.pass_obj
+def healthcheck(config: Config, url: str | None) -> None:
+    """Exit 0 when the web server answers /healthz with 200, else 1: the container HEALTHCHECK."""
+    import requests
+
+    target = url or f"http://127.0.0.1:{config.port}/healthz"
+    try:
+        status = requests.get(target, timeout=3).status_code
+    except requests.RequestException as exc:
+        click.echo(f"unhealthy: {type(exc).__name__}", err=True)
+        sys.exit(1)
+    if status != 200:
+        click.echo(f"unhealthy: status {status}", err=True)
+        sys.exit(1)
+    click.echo("healthy")
 
 
 @main.command()

@@ -27,8 +27,33 @@ DD_SITES = frozenset(
     }
 )
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+DATABASE_DRIVERS = ("", "pysqlite", "psycopg")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECRET_FIELDS = frozenset({"tokens", "dd_api_key", "hook_secrets"})
+
+# Every variable the bridge reads, with what it means: the source of the docs' table and of app.json's checks.
+VARIABLES = {
+    "PORT": "TCP port the web server listens on (default 8000; set by Heroku)",
+    "WEB_CONCURRENCY": "gunicorn worker processes (default 2)",
+    "DATABASE_URL": "sqlite:///path or postgresql://user:pass@host/db (default sqlite:///pipeline-bridge.db)",
+    "BRIDGE_TOKENS": "user:apiToken pairs, comma or newline separated; each user's Distelli apiToken",
+    "BRIDGE_TOKENS_FILE": "a file of user:apiToken lines, added to BRIDGE_TOKENS",
+    "BRIDGE_HOOK_SECRETS": "adapter:secret pairs for the webhook adapters",
+    "DD_API_KEY": "Datadog API key; when unset, events go to the local file sink BRIDGE_SINK_PATH",
+    "DD_SITE": "Datadog site, e.g. datadoghq.com or datadoghq.eu (default datadoghq.com)",
+    "DD_INTAKE_URL": "override of the Datadog API base URL (tests, proxies)",
+    "BRIDGE_PUBLIC_URL": "the bridge's own public URL, used in links to events (default http://localhost:8000)",
+    "BRIDGE_AUTHOR_EMAILS": "username=email pairs, or a file of them, for commit authors",
+    "BRIDGE_AUTHOR_EMAIL_TEMPLATE": "fallback author email, default {username}@users.noreply.{host}",
+    "BRIDGE_SERVICE_NAMES": "app=service pairs naming the DORA service of an app",
+    "BRIDGE_SINK_PATH": "JSON-lines file the sink writes when DD_API_KEY is unset",
+    "BRIDGE_INSTALLATION_ID": "stable name of this installation, part of every pipeline unique_id",
+    "BRIDGE_PROXY_HOPS": "how many proxies in front set X-Forwarded-For/-Proto/-Port (0: trust none; Heroku: 1)",
+    "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (default INFO)",
+    "PROMETHEUS_MULTIPROC_DIR": "directory for multi-process metrics (serve makes a temporary one when unset)",
+    "BRIDGE_SENDER_LEASE_SECONDS": "how long a worker's claim on outbox rows holds before another may take them (60)",
+    "BRIDGE_SENDER_BATCH_SIZE": "outbox rows one delivery pass claims, at most 1000 per request (default 1000)",
+}
 
 
 class ConfigError(Exception):
@@ -58,9 +83,10 @@ class Config:
     sink_path: str = "pipeline-bridge-sink.jsonl"
     installation_id: str = "pipeline-bridge"
     proxy_hops: int = 0
+    service_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    metrics_dir: str | None = None
     sender_lease_seconds: int = 60
     sender_batch_size: int = 1000
-    service_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def intake_base_url(self) -> str:
@@ -80,7 +106,7 @@ class Config:
             value = getattr(self, field.name)
             if field.name in SECRET_FIELDS and value:
                 value = {k: "****" for k in value} if isinstance(value, Mapping) else "****"
-            elif field.name == "database_url":
+            elif field.name in ("database_url", "dd_intake_url", "public_url") and value:
                 value = _mask_url_password(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
@@ -114,20 +140,20 @@ def load_config(environ: Mapping[str, str]) -> Config:
 
     database_url = text("DATABASE_URL")
     if database_url is not None:
-        scheme = database_url.split(":", 1)[0].split("+", 1)[0]
-        if scheme not in DATABASE_SCHEMES or "://" not in database_url:
-            problems["DATABASE_URL"] = "must start with sqlite://, postgresql:// or postgres://"
+        scheme, _, driver = database_url.split(":", 1)[0].partition("+")
+        if scheme not in DATABASE_SCHEMES or "://" not in database_url or driver not in DATABASE_DRIVERS:
+            problems["DATABASE_URL"] = "must start with sqlite://, postgresql:// or postgres:// (driver psycopg)"
         else:
             values["database_url"] = normalise_database_url(database_url)
 
-    try:
-        tokens = parse_pairs(text("BRIDGE_TOKENS") or "")
-        tokens_file = text("BRIDGE_TOKENS_FILE")
-        if tokens_file:
-            tokens.update(parse_pairs(_read_file(tokens_file)))
-        values["tokens"] = tokens
-    except ValueError as exc:
-        problems["BRIDGE_TOKENS"] = str(exc)
+    tokens: dict[str, str] = {}
+    for name, read in (("BRIDGE_TOKENS", lambda raw: raw), ("BRIDGE_TOKENS_FILE", _read_file)):
+        raw = text(name)
+        try:
+            tokens.update(parse_pairs(read(raw) if raw else ""))
+        except ValueError as exc:
+            problems[name] = str(exc)
+    values["tokens"] = tokens
 
     try:
         values["hook_secrets"] = parse_pairs(text("BRIDGE_HOOK_SECRETS") or "")
@@ -178,8 +204,21 @@ def load_config(environ: Mapping[str, str]) -> Config:
         else:
             values["author_email_template"] = template
 
+    api_key = text("DD_API_KEY")
+    if api_key is not None:
+        if not api_key.isprintable() or " " in api_key:
+            problems["DD_API_KEY"] = "must be one printable word (check for pasted quotes or line breaks)"
+        else:
+            values["dd_api_key"] = api_key
+
+    metrics_dir = text("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir is not None:
+        if not Path(metrics_dir).is_dir():
+            problems["PROMETHEUS_MULTIPROC_DIR"] = "must name an existing directory"
+        else:
+            values["metrics_dir"] = metrics_dir
+
     for name, field in (
-        ("DD_API_KEY", "dd_api_key"),
         ("BRIDGE_SINK_PATH", "sink_path"),
         ("BRIDGE_INSTALLATION_ID", "installation_id"),
     ):

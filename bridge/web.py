@@ -1,4 +1,8 @@
-"""Running the app under gunicorn from the command line, with the config already loaded."""
+"""Running the app under gunicorn from the command line, with the config already loaded.
+
+The app is imported only in :meth:`BridgeGunicorn.load`, after the fork: importing it here would import
+prometheus_client before the multi-process metrics directory is known (see ``bridge.multiproc``).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,19 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from bridge.app import create_app
 from bridge.config import Config
-
-# The access log leaves out the query string: Distelli clients put their apiToken there.
-ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 
 
 def gunicorn_options(config: Config) -> dict[str, Any]:
+    """gunicorn settings for ``config``: JSON logs (access log included) and metrics files of dead workers dropped."""
+    metrics_dir = config.metrics_dir
+
+    def child_exit(_server: Any, worker: Any) -> None:
+        if metrics_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
     return {
         "bind": f"0.0.0.0:{config.port}",
         "workers": config.web_concurrency,
@@ -23,7 +32,10 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "graceful_timeout": 25,
         "keepalive": 5,
         "accesslog": "-",
-        "access_log_format": ACCESS_LOG_FORMAT,
+        "errorlog": "-",
+        "logger_class": "bridge.logs.GunicornLogger",
+        "loglevel": config.log_level.lower(),
+        "child_exit": child_exit,
     }
 
 
@@ -40,6 +52,8 @@ class BridgeGunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        from bridge.app import create_app
+
         return create_app(self.bridge_config)
 
 

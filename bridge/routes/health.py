@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import migrate
+from bridge.metrics import delivery_paused
 from bridge.store import Store
 
 blueprint = Blueprint("health", __name__)
@@ -20,15 +23,24 @@ def healthz() -> tuple[Response, int]:
 
 @blueprint.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Ready only when the database answers and its schema is current."""
+    """Ready only when the database answers and its schema is current.
+
+    A paused delivery (the intake refused the API key) is shown but does not fail readiness: the bridge still
+    accepts and stores events, and taking it out of the router would lose them instead.
+    """
     store: Store = current_app.extensions["bridge.store"]
     try:
         with store.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         behind = migrate.pending_revision(store)
+        if behind:
+            return _unavailable(f"migrations pending (head is {behind})", database="ok", migrations="pending")
+        with store.transaction() as session:
+            delivery = delivery_paused(session)
     except SQLAlchemyError as exc:
-        reason = f"database unavailable: {type(getattr(exc, 'orig', None) or exc).__name__}"
-        return jsonify({"status": "unavailable", "reason": reason}), 503
-    if behind:
-        return jsonify({"status": "unavailable", "reason": f"migrations pending (head is {behind})"}), 503
-    return jsonify({"status": "ready"}), 200
+        return _unavailable(f"database unavailable: {type(getattr(exc, 'orig', None) or exc).__name__}")
+    return jsonify({"status": "ready", "database": "ok", "migrations": "current", "delivery": delivery}), 200
+
+
+def _unavailable(reason: str, **detail: Any) -> tuple[Response, int]:
+    return jsonify({"status": "unavailable", "reason": reason, **detail}), 503

@@ -1,0 +1,212 @@
+"""The OpenAPI 3 document of the Distelli-compatible API, built by apispec from the schemas the routes use.
+
+Request bodies come from ``adapters.distelli``'s marshmallow schemas, the event fields a response shows from
+``distelli.FIELDS_BY_TYPE``, the ListEvents filters from ``bridge.events`` and the paths from the routes' own
+table, so the document changes when the code does and cannot drift from it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema, fields, validate
+
+from adapters import distelli
+from bridge import events
+from bridge.routes.events import CREATE_ROUTES, MAX_APP_NAME
+
+OPENAPI_VERSION = "3.0.3"
+# ListEvents' filter names as the Distelli documentation spells them; matched without regard to case.
+FILTER_NAME_SPELLINGS = ("Branch", "EventType", "BranchAndEventType", "Env", "EnvAndBranch")
+EVENT_TYPE_SPELLINGS = ("build", "push", "pullrequest", "deploy", "release", "dockerimage")
+DELIVERY_STATES = ("none", "pending", "delivered", "expired", "dead")
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, metadata={"description": "Machine-readable error code."})
+    message = fields.String(required=True)
+    # Named so to keep clear of Schema.fields; shown to clients as "fields".
+    fields_ = fields.Dict(
+        keys=fields.String(),
+        data_key="fields",
+        metadata={"description": "Each bad field or parameter with what is wrong with it."},
+    )
+
+
+class ErrorSchema(Schema):
+    """Every 4xx and 5xx answer has this shape."""
+
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+class CreatedSchema(Schema):
+    event_id = fields.String(required=True, metadata={"description": "Id for UpdateBuildEvent and ListEvents."})
+
+
+class DeliverySchema(Schema):
+    state = fields.String(required=True, validate=validate.OneOf(DELIVERY_STATES))
+    reason = fields.String(required=True, allow_none=True)
+    delivered_at = fields.DateTime(required=True, allow_none=True)
+
+
+def _stored_field(name: str) -> fields.Field:
+    """A response field typed like the request field it was stored from (every one may be null)."""
+    for schema in distelli.SCHEMAS.values():
+        declared = schema._declared_fields.get(name)
+        if isinstance(declared, fields.Boolean):
+            return fields.Boolean(allow_none=True)
+    return fields.String(allow_none=True)
+
+
+@functools.cache
+def event_schema() -> type[Schema]:
+    """An event as ListEvents and UpdateBuildEvent show it: the common keys plus every field of its kind."""
+    names = sorted({name for names in distelli.FIELDS_BY_TYPE.values() for name in names})
+    declared: dict[str, fields.Field] = {
+        "app_name": fields.String(required=True),
+        "event_id": fields.Integer(required=True),
+        "event_time": fields.String(required=True),
+        "event_type": fields.String(required=True, validate=validate.OneOf(sorted(distelli.FIELDS_BY_TYPE))),
+        "delivery": fields.Nested(DeliverySchema, required=True),
+    }
+    declared.update({name: _stored_field(name) for name in names})
+    return Schema.from_dict(declared, name="Event")
+
+
+class ListQuerySchema(Schema):
+    max_results = fields.Integer(validate=validate.Range(1, events.MAX_PAGE))
+    order = fields.String(validate=validate.OneOf(("asc", "desc")))
+    marker = fields.String(metadata={"description": "The marker of the previous page's answer."})
+    filter_name = fields.String(validate=validate.OneOf(FILTER_NAME_SPELLINGS))
+    filter_branch = fields.String()
+    filter_env = fields.String()
+    filter_event_type = fields.String(validate=validate.OneOf(EVENT_TYPE_SPELLINGS))
+
+
+def _state_enum(_converter: Any, field: fields.Field, **_: Any) -> dict[str, Any]:
+    """Build and deploy states are validated by a custom field; show their values (any case is accepted)."""
+    allowed = getattr(field, "allowed", None)
+    return {"enum": [*allowed, None] if field.allow_none else list(allowed)} if allowed else {}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    reasons = {
+        400: "Invalid JSON, body, field, path or query parameter",
+        401: "Missing or invalid apiToken for this user",
+        404: "No such event, or no such route",
+        405: "Method not allowed",
+        409: "The build is finished and can no longer be updated",
+        413: "The request body is larger than 1 MiB",
+        500: "Unexpected failure; nothing was stored",
+    }
+    return {str(status): {"description": reasons[status], "content": _json("Error")} for status in statuses}
+
+
+def _json(schema: Any) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _path_parameters(*extra: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"in": "path", "name": "username", "required": True, "schema": {"type": "string", "minLength": 1}},
+        {
+            "in": "path",
+            "name": "app_name",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_APP_NAME},
+        },
+        *extra,
+    ]
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    """The whole OpenAPI document as a dict, built once per process."""
+    plugin = MarshmallowPlugin()
+    spec = APISpec(
+        title="pipeline-bridge: Distelli-compatible Events API",
+        version="1",
+        openapi_version=OPENAPI_VERSION,
+        plugins=[plugin],
+        info={"description": "Accepts Puppet Pipelines (Distelli) events and forwards them to Datadog."},
+    )
+    plugin.converter.add_attribute_function(_state_enum)  # type: ignore[union-attr]
+    spec.components.security_scheme("apiToken", {"type": "apiKey", "in": "query", "name": "apiToken"})
+    spec.components.schema("Error", schema=ErrorSchema)
+    spec.components.schema("Event", schema=event_schema())
+    for event_type, schema in distelli.SCHEMAS.items():
+        spec.components.schema(f"{event_type.title().replace('_', '')}EventRequest", schema=schema)
+    security: list[dict[str, list[str]]] = [{"apiToken": []}]
+
+    for path, event_type in CREATE_ROUTES.items():
+        request_schema = f"{event_type.title().replace('_', '')}EventRequest"
+        spec.path(
+            path=f"/{{username}}/apps/{{app_name}}/events/{path}",
+            parameters=_path_parameters(),
+            operations={
+                "put": {
+                    "operationId": f"Create{path[0].upper()}{path[1:]}",
+                    "summary": f"Record a {event_type} event",
+                    "security": security,
+                    "requestBody": {"required": False, "content": _json(request_schema)},
+                    "responses": {
+                        "201": {"description": "Stored; delivery follows", "content": _json(CreatedSchema)},
+                        **_errors(400, 401, 413, 500),
+                    },
+                }
+            },
+        )
+
+    event_id = {"in": "path", "name": "event_id", "required": True, "schema": {"type": "string", "minLength": 1}}
+    spec.path(
+        path="/{username}/apps/{app_name}/events/{event_id}",
+        parameters=_path_parameters(event_id),
+        operations={
+            "post": {
+                "operationId": "UpdateBuildEvent",
+                "summary": "Change a build's status or times until it finishes",
+                "security": security,
+                "requestBody": {"required": False, "content": _json("BuildEventRequest")},
+                "responses": {
+                    "200": {
+                        "description": "The event as stored now",
+                        "content": _json({"type": "object", "required": ["event"], "properties": {"event": "Event"}}),
+                    },
+                    **_errors(400, 401, 404, 409, 413, 500),
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/{username}/apps/{app_name}/events",
+        parameters=_path_parameters(),
+        operations={
+            "get": {
+                "operationId": "ListEvents",
+                "summary": "An app's events, newest first, a page at a time",
+                "security": security,
+                "parameters": [{"in": "query", "schema": ListQuerySchema}],
+                "responses": {
+                    "200": {
+                        "description": "One page; marker is present when there is another",
+                        "content": _json(
+                            {
+                                "type": "object",
+                                "required": ["app_name", "events"],
+                                "properties": {
+                                    "app_name": {"type": "string"},
+                                    "events": {"type": "array", "items": "Event"},
+                                    "marker": {"type": "string"},
+                                },
+                            }
+                        ),
+                    },
+                    **_errors(400, 401, 500),
+                },
+            }
+        },
+    )
+    return spec.to_dict()
