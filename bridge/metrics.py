@@ -23,14 +23,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from bridge import outbox
 from bridge.models import OutboxItem, SenderState
 from bridge.outbox import PENDING, STATES
 from bridge.store import Store
 
 log = structlog.get_logger(__name__)
 
-# The sender_state row the sender writes while the intake refuses the API key: {"paused": true, "reason": ...}.
-PAUSED_STATE = "delivery_paused"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -64,11 +63,14 @@ def observe_intake(kind: str, seconds: float) -> None:
 
 
 def delivery_paused(session: Session) -> dict[str, Any]:
-    """The sender's paused flag as health checks show it: ``{"paused": bool, "reason"?, "since"?}``."""
-    row = session.get(SenderState, PAUSED_STATE)
-    if row is None or not row.value.get("paused", True):
+    """The sender's paused flag as health checks show it: ``{"paused": bool, "status"?, "reason"?, "since"?}``.
+
+    The sender keeps the ``outbox.PAUSED`` row while the intake refuses the API key and deletes it on resume.
+    """
+    pause = session.get(SenderState, outbox.PAUSED)
+    if pause is None:
         return {"paused": False}
-    return {"paused": True, "reason": row.value.get("reason"), "since": row.updated_at.isoformat()}
+    return {"paused": True, **{key: pause.value.get(key) for key in ("status", "reason", "since")}}
 
 
 class OutboxCollector:
@@ -80,7 +82,7 @@ class OutboxCollector:
     def collect(self) -> Iterator[Metric]:
         try:
             with self.store.transaction() as session:
-                counts = dict(session.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state)).all())
+                counts = outbox.counts_by_state(session)
                 oldest = session.scalar(select(func.min(OutboxItem.created_at)).where(OutboxItem.state == PENDING))
                 paused = delivery_paused(session)["paused"]
         except SQLAlchemyError as exc:

@@ -11,7 +11,7 @@ import structlog
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from adapters import distelli
-from bridge import events, outbox
+from bridge import events, metrics, outbox
 from bridge.auth import check_token
 from bridge.config import Config
 from bridge.errors import InvalidInput
@@ -80,6 +80,7 @@ def _create(username: str, app_name: str, event_type: str) -> tuple[Response, in
     with _store().transaction() as session:
         event = events.create_event(session, _config(), username, app_name, event_type, values, body, received_at)
     log.info("event.accepted", event_id=event.id, event_type=event_type, status=event.status)
+    metrics.count_accepted(events.SOURCE, event_type)
     return jsonify({"event_id": str(event.id)}), 201
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters.base import Rejected, RequestHeaders, WebhookAdapter
 from adapters.registry import load_adapters
-from bridge import hooks
+from bridge import hooks, metrics
 from bridge.config import Config
 from bridge.errors import InvalidInput, NotFound, Unauthorized
 from bridge.store import Store
@@ -79,4 +79,6 @@ def receive_hook(name: str) -> tuple[Response, int]:
         duplicate=accepted.duplicate,
         enqueued=accepted.enqueued,
     )
+    if not accepted.duplicate:
+        metrics.count_accepted(name, record.event_type)
     return jsonify(hooks.summary(accepted)), 200 if accepted.duplicate else 202
