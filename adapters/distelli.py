@@ -11,12 +11,13 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from adapters.base import (
     CI_PIPELINE,
+    CLOCK_SKEW,
     DORA_DEPLOYMENT,
     MappingContext,
     Outbound,
@@ -40,7 +41,10 @@ _STATE_ALIASES = {state.lower(): state for state in BUILD_STATES} | {
     "failure": "Failed",
 }
 
-_DD_STATUS = {"Success": "success", "Failed": "error", "TimedOut": "error", "Cancelled": "canceled"}
+DD_STATUS = {"Success": "success", "Failed": "error", "TimedOut": "error", "Cancelled": "canceled"}
+ERROR_TYPES = {"Failed": "build_failed", "TimedOut": "timeout"}
+# Each Distelli build is one pipeline with one job; the job's name is the same for every run so Datadog can trend it.
+JOB_NAME = "build"
 
 PROVIDER_NAMES = {
     "jenkins": "jenkins",
@@ -56,7 +60,6 @@ REPO_HOSTS = {
     "github": "github.com",
     "gitlab": "gitlab.com",
     "bitbucket": "bitbucket.org",
-    "azuredevops": "dev.azure.com",
 }
 
 GIT_FIELDS = (
@@ -108,8 +111,10 @@ DEPLOY_FIELDS = tuple(
 FIELDS_BY_TYPE = {BUILD: BUILD_FIELDS, PUSH: PUSH_FIELDS, PULL_REQUEST: PUSH_FIELDS, DEPLOY: DEPLOY_FIELDS}
 TIME_FIELDS = frozenset({"build_start", "build_end", "deploy_start", "deploy_end"})
 
-_SHA = re.compile(r"^[0-9a-fA-F]{40}$|^[0-9a-fA-F]{64}$")
+_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 _URL_COMMIT_SUFFIX = re.compile(r"/(?:-/)?commits?/[0-9a-fA-F]+/?$")
+_SCP_URL = re.compile(r"^[\w.-]+@([\w.-]+):")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -243,10 +248,10 @@ def normalise_branch(branch: str | None) -> tuple[str | None, str | None]:
     if not branch:
         return None, None
     if branch.startswith("refs/tags/"):
-        return None, branch[len("refs/tags/") :]
+        return None, branch[len("refs/tags/") :] or None
     for prefix in ("refs/heads/", "refs/remotes/origin/", "origin/"):
         if branch.startswith(prefix):
-            return branch[len(prefix) :], None
+            return branch[len(prefix) :] or None, None
     return branch, None
 
 
@@ -282,9 +287,9 @@ def advance_build(
     if status in TERMINAL_STATES and not merged.get("build_end"):
         merged["build_end"] = rfc3339(received_at)
     if "started_at" not in state and (status == "Running" or status in TERMINAL_STATES):
-        start = merged.get("build_start") or (rfc3339(received_at) if status == "Running" else None)
-        start = start or merged["build_end"]
-        if merged.get("build_end") and parse_time(start) > parse_time(merged["build_end"]):  # type: ignore[operator]
+        start = merged.get("build_start") or (rfc3339(received_at) if status == "Running" else merged["build_end"])
+        end = parse_time(merged.get("build_end"))
+        if end is not None and status in TERMINAL_STATES and (parse_time(start) or end) > end:
             start = merged["build_end"]
         state["started_at"] = start
     return merged, state
@@ -307,14 +312,19 @@ def translate(
 ) -> list[Outbound]:
     """Map a stored Distelli event onto intake bodies, given the status it had before this request.
 
-    ``related`` holds the fields of the build's parent push or pull request and of the newest push of the same
-    commit, nearest first; they fill in git facts the build itself lacks.
+    ``related`` holds the fields of the events that may know git facts this one lacks, nearest first: a build's
+    parent push or pull request, a deploy's release build, then the newest push of the same commit.
     """
     if event_type == BUILD:
         return _translate_build(event_id, username, app_name, fields_now, state, prior_status, related, context)
     if event_type == DEPLOY:
         return _translate_deploy(event_id, username, app_name, fields_now, prior_status, related, context)
     return []
+
+
+def event_url(context: MappingContext, username: str, app_name: str, event_id: int) -> str:
+    """The bridge's own address for an event: the pipeline ``url`` when the CI tool gave no ``build_url``."""
+    return f"{context.public_url}/{quote(username, safe='')}/apps/{quote(app_name, safe='')}/events/{event_id}"
 
 
 def _translate_build(
@@ -327,70 +337,71 @@ def _translate_build(
     related: Sequence[Mapping[str, Any]],
     context: MappingContext,
 ) -> list[Outbound]:
+    """Running once when the build starts running, final once when it ends; queued states send nothing."""
     status = build.get("build_status")
-    becomes_running = status == "Running" and prior_status != "Running"
-    becomes_final = status in TERMINAL_STATES and prior_status not in TERMINAL_STATES
-    if not (becomes_running or becomes_final):
+    final = status in TERMINAL_STATES and prior_status not in TERMINAL_STATES
+    running = status == "Running" and prior_status not in ("Running", *TERMINAL_STATES)
+    if not (final or running):
         return []
 
-    facts = _with_related(build, related)
     pipeline_uuid = context.run_uuid(username, app_name, event_id)
     job_uuid = context.run_uuid(username, app_name, event_id, "job")
+    provider = provider_name(build.get("build_provider"))
     start = parse_time(state.get("started_at")) or context.received_at
-    queued_at = parse_time(state.get("queued_at"))
-    queue_ms = max(0, int((start - queued_at).total_seconds() * 1000)) if queued_at else 0
-    provider = _provider_name(build.get("build_provider"))
-    url = build.get("build_url") or f"{context.public_url}/{username}/apps/{app_name}/events/{event_id}"
+    facts = with_related(build, related)
     git, git_tags = _git(facts, context)
-    tags = _tags(username, app_name, build, facts) + git_tags
-
-    common: dict[str, Any] = {"name": app_name, "url": url, "start": rfc3339(start), "queue_time": queue_ms}
-    if git:
-        common["git"] = git
-    if tags:
-        common["tags"] = tags
-    pipeline: dict[str, Any] = {
-        "level": "pipeline",
-        "unique_id": pipeline_uuid,
-        **common,
-        "partial_retry": False,
+    shared: dict[str, Any] = {
+        "name": app_name,
+        "url": build.get("build_url") or event_url(context, username, app_name, event_id),
+        "start": rfc3339(start),
+        "queue_time": _queue_ms(parse_time(state.get("queued_at")), start),
+        "tags": _build_tags(username, app_name, build, facts) + git_tags,
     }
+    if git:
+        shared["git"] = git
+    pipeline = {"level": "pipeline", "unique_id": pipeline_uuid, **shared, "partial_retry": False}
     if build.get("build_id"):
         pipeline["pipeline_id"] = str(build["build_id"])
     if build.get("auto_build") is not None:
         pipeline["is_manual"] = not build["auto_build"]
-    job: dict[str, Any] = {
+    job = {
         "level": "job",
         "id": job_uuid,
-        **common,
-        "name": f"{provider} build" if provider != "custom" else "build",
+        **shared,
+        "name": JOB_NAME,
         "pipeline_name": app_name,
         "pipeline_unique_id": pipeline_uuid,
     }
 
-    if becomes_final:
-        end = parse_time(build.get("build_end")) or context.received_at
-        final: dict[str, Any] = {"status": _DD_STATUS[str(status)], "end": rfc3339(end)}
-        if status in ("Failed", "TimedOut"):
-            final["error"] = _error(str(status), provider, build)
+    end: dt.datetime | None = None
+    reason: str | None = None
+    outcome: dict[str, Any] = {"status": "running"}
+    if final:
+        end = _end(build, start, context.received_at)
+        outcome = {"status": DD_STATUS[str(status)], "end": rfc3339(end)}
+        if str(status) in ERROR_TYPES:
+            outcome["error"] = _error(str(status), build)
         reason = expiry_reason(start, end, context.received_at)
-        return [
-            Outbound(
-                CI_PIPELINE,
-                pipeline_uuid,
-                "pipeline",
-                True,
-                pipeline_request(pipeline | final, provider),
-                end,
-                reason,
-            ),
-            Outbound(CI_PIPELINE, job_uuid, "job", True, pipeline_request(job | final, provider), end, reason),
-        ]
-    running = {"status": "running"}
     return [
-        Outbound(CI_PIPELINE, pipeline_uuid, "pipeline", False, pipeline_request(pipeline | running, provider)),
-        Outbound(CI_PIPELINE, job_uuid, "job", False, pipeline_request(job | running, provider)),
+        Outbound(
+            CI_PIPELINE, pipeline_uuid, "pipeline", final, pipeline_request(pipeline | outcome, provider), end, reason
+        ),
+        Outbound(CI_PIPELINE, job_uuid, "job", final, pipeline_request(job | outcome, provider), end, reason),
     ]
+
+
+def _end(build: Mapping[str, Any], start: dt.datetime, received_at: dt.datetime) -> dt.datetime:
+    """The build's end; one a few seconds before a start the bridge took from its own clock is moved up to it."""
+    end = parse_time(build.get("build_end")) or received_at
+    if start - CLOCK_SKEW <= end < start:
+        return start
+    return end
+
+
+def _queue_ms(queued_at: dt.datetime | None, start: dt.datetime) -> int:
+    if queued_at is None:
+        return 0
+    return max(0, (start - queued_at) // dt.timedelta(milliseconds=1))
 
 
 def _translate_deploy(
@@ -402,48 +413,67 @@ def _translate_deploy(
     related: Sequence[Mapping[str, Any]],
     context: MappingContext,
 ) -> list[Outbound]:
+    """A successful deploy is one DORA deployment; other outcomes are not deployments DORA counts."""
     if deploy.get("deployment_status") != "Success" or prior_status == "Success":
         return []
-    facts = _with_related(deploy, related)
-    finished = parse_time(deploy.get("deploy_end")) or context.received_at
-    started = parse_time(deploy.get("deploy_start")) or finished
+    now = context.received_at
+    finished = clamp_future(parse_time(deploy.get("deploy_end")) or now, now)
+    started = min(clamp_future(parse_time(deploy.get("deploy_start")) or finished, now), finished)
     deployment_uuid = context.run_uuid(username, app_name, "deploy", event_id)
+    tags = [
+        _tag("distelli.user", username),
+        _tag("distelli.app", app_name),
+        _tag("distelli.deployment_id", deploy.get("deployment_id")),
+    ]
     attributes: dict[str, Any] = {
         "id": f"distelli-{deployment_uuid}",
         "service": context.service_names.get(app_name, app_name),
-        "started_at": _nanoseconds(started),
-        "finished_at": _nanoseconds(finished),
-        "custom_tags": [f"distelli.user:{username}", f"distelli.app:{app_name}"],
+        "started_at": nanoseconds(started),
+        "finished_at": nanoseconds(finished),
+        "custom_tags": [tag for tag in tags if tag],
     }
     if deploy.get("env_name"):
-        attributes["env"] = deploy["env_name"]
+        attributes["env"] = str(deploy["env_name"])
     if deploy.get("release_version"):
         attributes["version"] = str(deploy["release_version"])
-    repository = _repository_url(facts)
-    sha = facts.get("commit_id")
-    if repository and sha and _SHA.match(str(sha)):
-        attributes["git"] = {"commit_sha": str(sha).lower(), "repository_url": repository}
+    facts = with_related(deploy, related)
+    repository, sha = repository_url(facts), full_sha(facts.get("commit_id"))
+    if repository and sha:
+        attributes["git"] = {"commit_sha": sha, "repository_url": repository}
     body = {"data": {"attributes": attributes}}
     return [Outbound(DORA_DEPLOYMENT, deployment_uuid, "deployment", True, body, finished, None)]
 
 
-def _with_related(event: Mapping[str, Any], related: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def with_related(event: Mapping[str, Any], related: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The event's git facts, with the ones it lacks taken from related events of the same commit, nearest first.
+
+    An event of another commit contributes nothing: its message or author would describe the wrong change.
+    """
     facts = dict(event)
     for other in related:
+        mine, theirs = facts.get("commit_id"), other.get("commit_id")
+        if mine and theirs and str(mine).lower() != str(theirs).lower():
+            continue
         for key in GIT_FIELDS:
             if not facts.get(key) and other.get(key):
                 facts[key] = other[key]
     return facts
 
 
-def _provider_name(build_provider: str | None) -> str:
-    if not build_provider:
-        return "custom"
-    key = re.sub(r"[^a-z]", "", build_provider.lower())
+def provider_name(build_provider: str | None) -> str:
+    """Datadog's name for a CI provider: ``Travis CI`` is ``travisci``, ``AzureDevops`` is ``azurepipelines``."""
+    key = re.sub(r"[^a-z0-9]", "", (build_provider or "").lower())
     return PROVIDER_NAMES.get(key, key or "custom")
 
 
-def _repository_url(facts: Mapping[str, Any]) -> str | None:
+def full_sha(commit_id: Any) -> str | None:
+    """The commit id when it is a full 40-hex SHA (lower-cased), else None."""
+    text = str(commit_id or "").strip()
+    return text.lower() if _SHA.match(text) else None
+
+
+def repository_url(facts: Mapping[str, Any]) -> str | None:
+    """``repo_url``, else the repository part of ``commit_url``, else one built from provider, owner and name."""
     if facts.get("repo_url"):
         return str(facts["repo_url"])
     if facts.get("commit_url"):
@@ -456,55 +486,72 @@ def _repository_url(facts: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _author_email(facts: Mapping[str, Any], repository_url: str, context: MappingContext) -> str:
-    username = facts.get("author_username") or facts.get("repo_owner") or "unknown"
-    if username in context.author_emails:
-        return context.author_emails[username]
-    host = urlsplit(repository_url).hostname or "localhost"
-    safe = re.sub(r"[^A-Za-z0-9._+-]", "-", str(username)) or "unknown"
-    return context.author_email_template.format(username=safe, host=host)
+def author_email(username: Any, repository: str, context: MappingContext) -> str:
+    """The operator's address for this username, else the template's synthetic one on the repository's host."""
+    name = str(username or "").strip()
+    mapped = context.author_emails.get(name) or next(
+        (email for known, email in context.author_emails.items() if name and known.lower() == name.lower()), None
+    )
+    if mapped:
+        return mapped
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "-", name).strip(".-") or "unknown"
+    template = context.author_email_template
+    return template.replace("{username}", safe).replace("{host}", _host(repository))
+
+
+def _host(repository: str) -> str:
+    scp = _SCP_URL.match(repository)
+    host = scp[1] if scp else urlsplit(repository).hostname
+    return (host or "localhost").lower()
 
 
 def _git(facts: Mapping[str, Any], context: MappingContext) -> tuple[dict[str, Any] | None, list[str]]:
-    sha = facts.get("commit_id")
-    repository = _repository_url(facts)
-    if not sha or not _SHA.match(str(sha)) or not repository:
-        return None, [f"git.commit_id:{sha}"] if sha else []
+    """The ``git`` block, or None and a tag carrying the commit id when the intake could not take one."""
+    sha, repository = full_sha(facts.get("commit_id")), repository_url(facts)
+    if not sha or not repository:
+        tag = _tag("distelli.commit_id", facts.get("commit_id"))
+        return None, [tag] if tag else []
     git: dict[str, Any] = {
         "repository_url": repository,
-        "sha": str(sha).lower(),
-        "author_email": _author_email(facts, repository, context),
+        "sha": sha,
+        "author_email": author_email(facts.get("author_username"), repository, context),
     }
     branch, tag = normalise_branch(facts.get("branch"))
     if branch:
         git["branch"] = branch
-    if tag:
+    elif tag:
         git["tag"] = tag
     if facts.get("commit_msg"):
-        git["message"] = facts["commit_msg"]
+        git["message"] = str(facts["commit_msg"])
     if facts.get("author_name"):
-        git["author_name"] = facts["author_name"]
-        git["committer_name"] = facts["author_name"]
+        git["author_name"] = git["committer_name"] = str(facts["author_name"])
     return git, []
 
 
-def _tags(username: str, app_name: str, build: Mapping[str, Any], facts: Mapping[str, Any]) -> list[str]:
-    tags = [f"distelli.user:{username}", f"distelli.app:{app_name}"]
-    if build.get("build_provider"):
-        tags.append(f"ci.provider:{build['build_provider']}")
-    if facts.get("repo_provider"):
-        tags.append(f"repo.provider:{facts['repo_provider']}")
-    if build.get("release_version"):
-        tags.append(f"release:{build['release_version']}")
-    return tags
+def _build_tags(username: str, app_name: str, build: Mapping[str, Any], facts: Mapping[str, Any]) -> list[str]:
+    tags = [
+        _tag("distelli.user", username),
+        _tag("distelli.app", app_name),
+        _tag("ci.provider", build.get("build_provider")),
+        _tag("repo.provider", facts.get("repo_provider")),
+        _tag("release", build.get("release_version")),
+    ]
+    return [tag for tag in tags if tag]
 
 
-def _error(status: str, provider: str, build: Mapping[str, Any]) -> dict[str, Any]:
-    build_name = f"build {build['build_id']}" if build.get("build_id") else "the build"
-    if status == "TimedOut":
-        return {"domain": "provider", "type": "timeout", "message": f"{provider}: {build_name} timed out"}
-    return {"domain": "provider", "type": "build_failed", "message": f"{provider}: {build_name} failed"}
+def _tag(key: str, value: Any) -> str | None:
+    """``key:value`` with the value on one line, or None when there is no value to tag."""
+    text = " ".join(str(value).split()) if value is not None else ""
+    return f"{key}:{text}" if text else None
 
 
-def _nanoseconds(moment: dt.datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+def _error(status: str, build: Mapping[str, Any]) -> dict[str, Any]:
+    tool = build.get("build_provider") or "The CI provider"
+    what = f"build {build['build_id']}" if build.get("build_id") else "build"
+    verb = "timed out" if status == "TimedOut" else "failed"
+    return {"domain": "provider", "type": ERROR_TYPES[status], "message": f"{tool} {what} {verb}"}
+
+
+def nanoseconds(moment: dt.datetime) -> int:
+    """Unix time in nanoseconds, exactly (DORA's ``started_at``/``finished_at``)."""
+    return (moment - _EPOCH) // dt.timedelta(microseconds=1) * 1000

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
 from adapters import distelli
@@ -188,28 +188,42 @@ def _translate(
 
 
 def _related(session: Session, event: Event) -> list[dict[str, Any]]:
-    """The parent push or pull request, then the newest push of the same commit: where missing git facts live."""
-    related: list[dict[str, Any]] = []
+    """Where the git facts an event lacks live, nearest first: its parent push or pull request; for a deploy, the
+    build of its release and that build's parent; then the newest push of the same commit in the app."""
+    related = [parent for parent in (_parent(session, event),) if parent is not None]
+    release = event.fields.get("release_version")
+    if event.event_type == distelli.DEPLOY and release:
+        build = _newest(
+            session,
+            event,
+            Event.event_type == distelli.BUILD,
+            Event.fields["release_version"].as_string() == str(release),
+        )
+        if build is not None:
+            related += [found for found in (build, _parent(session, build)) if found is not None]
+    commit = event.commit_id or next((other.commit_id for other in related if other.commit_id), None)
+    if commit:
+        push = _newest(session, event, Event.event_type == distelli.PUSH, Event.commit_id == commit)
+        if push is not None and push not in related:
+            related.append(push)
+    return [other.fields for other in related]
+
+
+def _parent(session: Session, event: Event) -> Event | None:
+    """The push or pull request an event names as its parent, if it exists in the same app."""
     parent_id = event.fields.get("parent_event_id")
-    if parent_id:
-        parent = find_event(session, event.username, event.app_name, str(parent_id))
-        if parent is not None:
-            related.append(parent.fields)
-    if event.commit_id:
-        push = session.scalars(
-            select(Event)
-            .where(
-                Event.username == event.username,
-                Event.app_name == event.app_name,
-                Event.commit_id == event.commit_id,
-                Event.event_type.in_((distelli.PUSH, distelli.PULL_REQUEST)),
-            )
-            .order_by(Event.id.desc())
-            .limit(1)
-        ).first()
-        if push is not None:
-            related.append(push.fields)
-    return related
+    parent = find_event(session, event.username, event.app_name, str(parent_id)) if parent_id else None
+    if parent is None or parent.event_type not in (distelli.PUSH, distelli.PULL_REQUEST):
+        return None
+    return parent
+
+
+def _newest(session: Session, event: Event, *conditions: ColumnElement[bool]) -> Event | None:
+    """The newest event of the same user and app that meets ``conditions``."""
+    query = select(Event).where(
+        Event.username == event.username, Event.app_name == event.app_name, Event.source == SOURCE, *conditions
+    )
+    return session.scalars(query.order_by(Event.id.desc()).limit(1)).first()
 
 
 @dataclasses.dataclass(frozen=True)
