@@ -1,4 +1,8 @@
-"""The ``pipeline-bridge`` command: serve, worker, db upgrade, config check, dead-letters."""
+"""The ``pipeline-bridge`` command: serve, worker, db upgrade, config check, healthcheck, dead-letters.
+
+Commands import what they need when they run, so a bad configuration is reported at once, before SQLAlchemy,
+Alembic or gunicorn are loaded.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,7 @@ from typing import Any
 
 import click
 
-from bridge import migrate
 from bridge.config import Config, ConfigError, load_config
-from bridge.store import Store
 
 
 def _load() -> Config:
@@ -38,8 +40,10 @@ def serve(config: Config, worker: bool) -> None:
 
     With --no-worker it runs the web server alone, for platforms that run ``pipeline-bridge worker`` separately.
     """
+    from bridge import migrate
     from bridge.logs import configure_logging
     from bridge.multiproc import metrics_dir
+    from bridge.store import Store
     from bridge.web import run_gunicorn
 
     with metrics_dir(config) as config:
@@ -101,6 +105,9 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(config: Config) -> None:
     """Apply every pending migration."""
+    from bridge import migrate
+    from bridge.store import Store
+
     migrate.upgrade(Store(config.database_url))
     click.echo("database is at the newest revision")
 
@@ -127,6 +134,7 @@ def dead_letters() -> None:
 def dead_letters_list(config: Config) -> None:
     """List dead letters with the intake's reason, one JSON object per line."""
     from bridge import outbox
+    from bridge.store import Store
 
     store = Store(config.database_url)
     try:
@@ -153,6 +161,7 @@ def dead_letters_list(config: Config) -> None:
 def dead_letters_redrive(config: Config, ids: tuple[int, ...]) -> None:
     """Queue dead letters for delivery again."""
     from bridge.sender import redrive
+    from bridge.store import Store
 
     store = Store(config.database_url)
     try:

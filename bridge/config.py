@@ -29,6 +29,7 @@ DD_SITES = frozenset(
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 DATABASE_DRIVERS = ("", "pysqlite", "psycopg")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_API_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 SECRET_FIELDS = frozenset({"tokens", "dd_api_key", "hook_secrets"})
 
 # Every variable the bridge reads, with what it means: the source of the docs' table and of app.json's checks.
@@ -206,8 +207,8 @@ def load_config(environ: Mapping[str, str]) -> Config:
 
     api_key = text("DD_API_KEY")
     if api_key is not None:
-        if not api_key.isprintable() or " " in api_key:
-            problems["DD_API_KEY"] = "must be one printable word (check for pasted quotes or line breaks)"
+        if not _API_KEY.match(api_key):
+            problems["DD_API_KEY"] = "must be letters, digits, - and _ only (check for pasted quotes or spaces)"
         else:
             values["dd_api_key"] = api_key
 
