@@ -1,0 +1,138 @@
+"""Real ``python -m bridge worker`` processes, configured by environment: crashes, stops, restarts, two at once.
+
+The intake can hold requests on the wire, so a test knows a worker is mid-batch before it kills or stops it.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge import outbox
+from bridge.intake import HttpIntake
+from bridge.sender import Sender
+from bridge.store import Store
+from tests.intake_server import IntakeServer
+from tests.sender_support import accepted_ids, deliver_all, fill, rows, sent_by, start_worker, states, wait_until
+
+FAST_LEASE = {"BRIDGE_SENDER_LEASE_SECONDS": "2"}
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Workers a test started; any still running at the end are killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=30)
+
+
+def test_a_worker_killed_mid_batch_has_its_rows_delivered_once_after_its_lease(
+    store: Store, intake: IntakeServer, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    unique_ids = fill(store, 200)
+    intake.hold()
+    first = start_worker(
+        store.database_url, intake.url, tmp_path / "a.log", BRIDGE_SENDER_BATCH_SIZE="100", **FAST_LEASE
+    )
+    processes.append(first)
+    wait_until(lambda: intake.held == 1)
+
+    first.kill()
+    first.wait()
+    intake.release()
+    wait_until(lambda: intake.statuses() == [499])
+    leased = {row.unique_id: row.lease_until for row in rows(store) if row.lease_until is not None}
+    assert len(leased) == 100
+
+    second = start_worker(store.database_url, intake.url, tmp_path / "b.log", **FAST_LEASE)
+    processes.append(second)
+    wait_until(lambda: states(store) == {outbox.DELIVERED: 200})
+
+    assert sorted(accepted_ids(intake)) == sorted(unique_ids)
+    assert len(accepted_ids(intake)) == 200
+    lease_end = max(leased.values())
+    for request in intake.requests[1:]:
+        carried = {event["attributes"]["resource"]["unique_id"] for event in request.body["data"]}
+        if carried & leased.keys():
+            assert request.at >= lease_end.timestamp()
+    assert _stop(second) == 0
+    assert sent_by(tmp_path / "b.log") == 200
+
+
+def test_two_workers_share_the_outbox_and_deliver_each_event_once(
+    store: Store, intake: IntakeServer, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    unique_ids = fill(store, 2000)
+    intake.hold()
+    env = {"BRIDGE_SENDER_BATCH_SIZE": "100", **FAST_LEASE}
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    processes.extend(start_worker(store.database_url, intake.url, log, **env) for log in logs)
+    wait_until(lambda: intake.held == 2)  # both are mid-batch at once
+
+    intake.release()
+    wait_until(lambda: states(store) == {outbox.DELIVERED: 2000}, timeout=60)
+
+    assert [_stop(process) for process in processes] == [0, 0]
+    assert sorted(accepted_ids(intake)) == sorted(unique_ids)
+    assert len(accepted_ids(intake)) == 2000
+    delivered = [sent_by(log) for log in logs]
+    assert sum(delivered) == 2000
+    assert min(delivered) > 0
+
+
+def test_sigterm_during_a_batch_finishes_it_releases_the_rest_and_exits_0(
+    store: Store, intake: IntakeServer, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    unique_ids = fill(store, 30, padding=300_000)  # one claim, two requests by size
+    intake.hold()
+    worker = start_worker(store.database_url, intake.url, tmp_path / "w.log")
+    processes.append(worker)
+    wait_until(lambda: intake.held == 1)
+
+    worker.send_signal(signal.SIGTERM)
+    intake.release()
+
+    assert worker.wait(timeout=30) == 0
+    assert intake.statuses() == [202]
+    sent = len(accepted_ids(intake))
+    assert 0 < sent < 30
+    assert states(store) == {outbox.DELIVERED: sent, outbox.PENDING: 30 - sent}
+    assert all(row.lease_until is None for row in rows(store))  # released now, not when a lease runs out
+
+    deliver_all(Sender(store, HttpIntake(intake.url, intake.api_key)), store)
+    assert accepted_ids(intake) == unique_ids
+
+
+def test_a_restarted_worker_keeps_the_retry_schedule_and_delivers_the_backlog(
+    store: Store, intake: IntakeServer, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    unique_ids = fill(store, 500)
+    intake.then(503, {"Retry-After": "2"})
+    first = start_worker(store.database_url, intake.url, tmp_path / "a.log", BRIDGE_SENDER_BATCH_SIZE="100")
+    processes.append(first)
+    wait_until(lambda: intake.statuses() == [503])
+    assert _stop(first) == 0
+    retried = [row for row in rows(store) if row.attempts == 1]
+    assert len(retried) == 100
+    due = max(row.next_attempt_at for row in retried)
+
+    second = start_worker(store.database_url, intake.url, tmp_path / "b.log", BRIDGE_SENDER_BATCH_SIZE="100")
+    processes.append(second)
+    wait_until(lambda: states(store) == {outbox.DELIVERED: 500})
+
+    assert _stop(second) == 0
+    assert sorted(accepted_ids(intake)) == sorted(unique_ids)
+    assert len(accepted_ids(intake)) == 500
+    assert all(request.at >= due.timestamp() for request in intake.requests[1:])
