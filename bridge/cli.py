@@ -88,11 +88,19 @@ def healthcheck(config: Config, url: str | None) -> None:
 @main.command()
 @click.pass_obj
 def worker(config: Config) -> None:
-    """Deliver outbox rows to the intake until SIGTERM."""
+    """Deliver outbox rows to the intake until SIGTERM.
+
+    Run on its own (compose, a second container), it can serve its delivery counters on
+    BRIDGE_WORKER_METRICS_PORT, since the web server's /metrics only sees processes that share its directory.
+    """
     from bridge.logs import configure_logging
     from bridge.worker import run_worker
 
     configure_logging(config)
+    if config.worker_metrics_port and not config.metrics_dir:
+        from prometheus_client import start_http_server
+
+        start_http_server(config.worker_metrics_port)
     run_worker(config)
 
 

@@ -52,6 +52,7 @@ VARIABLES = {
     "BRIDGE_PROXY_HOPS": "how many proxies in front set X-Forwarded-For/-Proto/-Port (0: trust none; Heroku: 1)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (default INFO)",
     "PROMETHEUS_MULTIPROC_DIR": "directory for multi-process metrics (serve makes a temporary one when unset)",
+    "BRIDGE_WORKER_METRICS_PORT": "port where a separately run worker serves its own /metrics (default: none)",
     "BRIDGE_SENDER_LEASE_SECONDS": "how long a worker's claim on outbox rows holds before another may take them (60)",
     "BRIDGE_SENDER_BATCH_SIZE": "outbox rows one delivery pass claims, at most 1000 per request (default 1000)",
 }
@@ -86,6 +87,7 @@ class Config:
     proxy_hops: int = 0
     service_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
     metrics_dir: str | None = None
+    worker_metrics_port: int | None = None
     sender_lease_seconds: int = 60
     sender_batch_size: int = 1000
 
@@ -136,6 +138,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
     integer("PORT", "port", 1, 65535)
     integer("WEB_CONCURRENCY", "web_concurrency", 1, 64)
     integer("BRIDGE_PROXY_HOPS", "proxy_hops", 0, 10)
+    integer("BRIDGE_WORKER_METRICS_PORT", "worker_metrics_port", 1, 65535)
     integer("BRIDGE_SENDER_LEASE_SECONDS", "sender_lease_seconds", 1, 3600)
     integer("BRIDGE_SENDER_BATCH_SIZE", "sender_batch_size", 1, 1000)
 

@@ -137,3 +137,9 @@ def test_heroku_postgres_urls_get_the_psycopg_driver() -> None:
     config = load_config({"DATABASE_URL": "postgres://u:p@host:5432/db"})
 
     assert config.database_url == "postgresql+psycopg://u:p@host:5432/db"
+
+
+def test_the_deploy_guide_documents_every_variable() -> None:
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text(encoding="utf-8")
+
+    assert [name for name in VARIABLES if f"| `{name}` |" not in guide] == []

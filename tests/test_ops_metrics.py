@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
+import requests
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge import migrate
+from bridge.app import create_app
+from bridge.config import Config
 from bridge.intake import HttpIntake
 from bridge.sender import Sender
 from bridge.store import Store
 from tests.conftest import TOKEN, USER
 from tests.intake_server import IntakeServer
+from tests.sender_support import wait_until
 
 BUILD_ROUTE = "/<username>/apps/<app_name>/events/buildEvent"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -123,3 +134,47 @@ def test_a_refused_api_key_raises_the_paused_flag(client: FlaskClient, store: St
     samples = scrape(client)
     assert value(samples, "bridge_delivery_paused") == 1
     assert value(samples, "bridge_outbox_depth") == 2
+
+
+def test_a_worker_run_on_its_own_serves_its_delivery_counters(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config = make_config()
+    store = Store(config.database_url)
+    migrate.upgrade(store)
+    _put_running_build(create_app(config, store).test_client())
+    port = _free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DATABASE_URL": config.database_url,
+        "BRIDGE_SINK_PATH": config.sink_path,
+        "BRIDGE_WORKER_METRICS_PORT": str(port),
+    }
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "bridge", "worker"], env=env, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: _delivered(f"http://127.0.0.1:{port}/metrics") == 2)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        store.dispose()
+
+
+def _delivered(url: str) -> float:
+    try:
+        text = requests.get(url, timeout=2).text
+    except requests.ConnectionError:
+        return -1
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "bridge_deliveries_total" and sample.labels.get("result") == "delivered"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
