@@ -22,6 +22,8 @@ DD_KEY = "0123456789abcdef0123456789abcdef"
 @pytest.fixture
 def logged(app: Flask, config: Config, capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], list[Any]]]:
     """Configure logging as the processes do and hand back what was written, one parsed object per line."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     configure_logging(config)
     capsys.readouterr()
 
@@ -33,6 +35,8 @@ def logged(app: Flask, config: Config, capsys: pytest.CaptureFixture[str]) -> It
 
     yield lines
     structlog.contextvars.clear_contextvars()
+    structlog.reset_defaults()
+    root.handlers[:], root.level = handlers, level
 
 
 def test_an_accepted_event_logs_request_id_user_app_and_event_id(
