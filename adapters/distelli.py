@@ -546,7 +546,7 @@ def _tag(key: str, value: Any) -> str | None:
 
 
 def _error(status: str, build: Mapping[str, Any]) -> dict[str, Any]:
-    tool = build.get("build_provider") or "The CI provider"
+    tool = build.get("build_provider") or "CI"
     what = f"build {build['build_id']}" if build.get("build_id") else "build"
     verb = "timed out" if status == "TimedOut" else "failed"
     return {"domain": "provider", "type": ERROR_TYPES[status], "message": f"{tool} {what} {verb}"}

@@ -349,4 +349,6 @@ def event_view(event: Event, delivery: Mapping[str, Any] | None = None) -> dict[
         "reason": shown.get("reason"),
         "delivered_at": rfc3339(delivered_at) if isinstance(delivered_at, dt.datetime) else None,
     }
+    if shown.get("remote_id"):
+        view["delivery"]["remote_id"] = shown["remote_id"]
     return view

@@ -50,6 +50,7 @@ class DeliverySchema(Schema):
     state = fields.String(required=True, validate=validate.OneOf(DELIVERY_STATES))
     reason = fields.String(required=True, allow_none=True)
     delivered_at = fields.DateTime(required=True, allow_none=True)
+    remote_id = fields.String(metadata={"description": "The id Datadog answered with, once it gave one (DORA)."})
 
 
 def _stored_field(name: str) -> fields.Field:

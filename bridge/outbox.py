@@ -236,22 +236,28 @@ def dead_letters(session: Session) -> list[OutboxItem]:
 def delivery_summary(session: Session, event_ids: list[int]) -> dict[int, dict[str, object]]:
     """The delivery state of each event as a client should see it: the least advanced of its outbox rows.
 
-    A superseded row counts as delivered, since its final event went in its place.
+    A superseded row counts as delivered, since its final event went in its place. ``remote_id`` is the id the
+    intake answered with (DORA deployments), present once there is one.
     """
     if not event_ids:
         return {}
     rows = session.execute(
-        select(OutboxItem.event_id, OutboxItem.state, OutboxItem.reason, OutboxItem.delivered_at)
+        select(OutboxItem.event_id, OutboxItem.state, OutboxItem.reason, OutboxItem.delivered_at, OutboxItem.remote_id)
         .where(OutboxItem.event_id.in_(event_ids))
         .order_by(OutboxItem.id)
     ).all()
     rank = {DEAD: 0, EXPIRED: 1, PENDING: 2, DELIVERED: 3}
     summary: dict[int, dict[str, object]] = {}
-    for event_id, state, reason, delivered_at in rows:
+    remote_ids: dict[int, str] = {}
+    for event_id, state, reason, delivered_at, remote_id in rows:
+        if remote_id:
+            remote_ids.setdefault(event_id, remote_id)
         shown = DELIVERED if state == SUPERSEDED else state
         current = summary.get(event_id)
         if current is None or rank[shown] < rank[str(current["state"])]:
             summary[event_id] = {"state": shown, "reason": reason, "delivered_at": delivered_at}
+    for event_id, remote_id in remote_ids.items():
+        summary[event_id]["remote_id"] = remote_id
     return summary
 
 
