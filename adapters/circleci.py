@@ -175,9 +175,6 @@ class CircleCIAdapter:
             number = values["pipeline"].get("number")
             if number is not None:
                 resource["pipeline_id"] = str(number)
-            trigger = (values["pipeline"].get("trigger") or {}).get("type")
-            if trigger:
-                resource["is_manual"] = trigger == "api"
             what, raw = f"workflow {workflow['name']!r}", workflow["status"]
         else:
             job = values["job"]
@@ -197,6 +194,9 @@ class CircleCIAdapter:
         if record.status == "error":
             resource["error"] = {"domain": "unknown", "type": raw, "message": f"CircleCI: {what} ended {raw}"}
         resource["tags"] = [f"circleci.project:{values['project']['slug']}", f"circleci.status:{raw}"]
+        trigger = (values["pipeline"].get("trigger") or {}).get("type")
+        if trigger:
+            resource["tags"].append(f"circleci.trigger:{trigger}")
         return [ci_outbound(resource, PROVIDER, context)]
 
 
