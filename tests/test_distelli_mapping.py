@@ -352,9 +352,11 @@ def test_each_terminal_status_maps_to_its_datadog_status_and_errors_carry_a_prov
     status: str, dd_status: str, error_type: str | None
 ) -> None:
     case = Case(status, [(at(1), {"build_status": status, "build_id": "77", "build_provider": "Jenkins"})])
-    (final,) = _resources(case)
+    (finals,) = replay(case)
 
-    for resource in final:
+    for outbound in finals:
+        assert outbound.final and pipeline_problems(outbound.body, now=at(1)) == []
+        resource = outbound.body["data"]["attributes"]["resource"]
         assert resource["status"] == dd_status
         if error_type is None:
             assert "error" not in resource
@@ -362,7 +364,6 @@ def test_each_terminal_status_maps_to_its_datadog_status_and_errors_carry_a_prov
             assert resource["error"]["domain"] == "provider"
             assert resource["error"]["type"] == error_type
             assert "Jenkins" in resource["error"]["message"] and "77" in resource["error"]["message"]
-        assert pipeline_problems({"data": {"attributes": {"resource": resource}}}, now=at(1)) == []
 
 
 @pytest.mark.parametrize(
