@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
+from sqlalchemy.orm import Session
 
 from bridge import metrics, outbox
-from bridge.intake import BATCH_LIMITS, MAX_BATCH_BYTES, Intake, IntakeReply, encode_event
+from bridge.intake import BATCH_LIMITS, MAX_BATCH_BYTES, Intake, IntakeReply
 from bridge.store import Store
 
 log = structlog.get_logger(__name__)
@@ -95,13 +96,6 @@ class _Stop(Exception):
     """Ends a pass early (paused, held, or stopping); the rows not yet sent are released."""
 
 
-@dataclasses.dataclass
-class _Row:
-    id: int
-    attempts: int
-    event: bytes
-
-
 class Sender:
     """One worker's delivery loop body; :meth:`run_once` is a single claim-send-record pass."""
 
@@ -118,11 +112,11 @@ class Sender:
     def run_once(self, now: dt.datetime | None = None) -> PassResult:
         now = now or _now()
         result = PassResult()
-        kinds, result.paused, probing = self._gate(now)
-        if not kinds:
-            return result
         self._lease_until = now + self.settings.lease
         with self.store.transaction() as session:
+            kinds, result.paused, probing = self._gate(session, now)
+            if not kinds:
+                return result
             claim = outbox.claim(
                 session,
                 self.worker_id,
@@ -138,8 +132,7 @@ class Sender:
             self._open = {row.id for row in claim.to_send}
         try:
             for kind in kinds:
-                rows = [_Row(r.id, r.attempts, encode_event(kind, r.body)) for r in claim.to_send if r.kind == kind]
-                for batch in self._batches(kind, rows):
+                for batch in self._batches(kind, [row for row in claim.to_send if row.kind == kind]):
                     self._deliver(kind, batch, result, probing)
                     probing = probing and result.paused
         except _Stop:
@@ -157,27 +150,25 @@ class Sender:
         with self.store.transaction() as session:
             return outbox.release(session, ids, self.worker_id)
 
-    def _gate(self, now: dt.datetime) -> tuple[list[str], bool, bool]:
+    def _gate(self, session: Session, now: dt.datetime) -> tuple[list[str], bool, bool]:
         """The kinds this pass may send (none while paused, unless it wins the probe), paused, probing."""
-        with self.store.transaction() as session:
-            state = outbox.read_sender_state(session)
-            held = {name[len(outbox.HOLD) :] for name, value in state.items() if name.startswith(outbox.HOLD)}
-            held = {kind for kind in held if _time(state[outbox.HOLD + kind]["until"]) > now}
-            kinds = [kind for kind in BATCH_LIMITS if kind not in held]
-            pause = state.get(outbox.PAUSED)
-            if pause is None:
-                return kinds, False, False
-            if _time(pause["probe_at"]) > now or not kinds:
-                return [], True, False
-            pause["probe_at"] = (now + self.settings.probe_every).isoformat()
-            outbox.write_sender_state(session, outbox.PAUSED, pause, now)
-        # Several workers may reach here at once; each sends at most one probe batch per probe interval.
+        state = outbox.read_sender_state(session)
+        held = {name[len(outbox.HOLD) :] for name, value in state.items() if name.startswith(outbox.HOLD)}
+        kinds = [kind for kind in BATCH_LIMITS if kind not in held or _time(state[outbox.HOLD + kind]["until"]) <= now]
+        pause = state.get(outbox.PAUSED)
+        if pause is None:
+            return kinds, False, False
+        if _time(pause["probe_at"]) > now or not kinds:
+            return [], True, False
+        # Several workers may get here at once on PostgreSQL; each sends at most one probe batch per interval.
+        pause["probe_at"] = (now + self.settings.probe_every).isoformat()
+        outbox.write_sender_state(session, outbox.PAUSED, pause, now)
         return kinds, True, True
 
-    def _batches(self, kind: str, rows: Sequence[_Row]) -> list[list[_Row]]:
+    def _batches(self, kind: str, rows: Sequence[outbox.Claimed]) -> list[list[outbox.Claimed]]:
         """Rows packed in order into batches under the intake's count limit and our byte limit."""
         limit = min(BATCH_LIMITS[kind], self.settings.batch_size)
-        batches: list[list[_Row]] = []
+        batches: list[list[outbox.Claimed]] = []
         size = 0
         for row in rows:
             if not batches or len(batches[-1]) >= limit or size + len(row.event) + 1 > self.settings.max_batch_bytes:
@@ -187,7 +178,7 @@ class Sender:
             size += len(row.event) + 1
         return batches
 
-    def _deliver(self, kind: str, batch: list[_Row], result: PassResult, probing: bool) -> None:
+    def _deliver(self, kind: str, batch: list[outbox.Claimed], result: PassResult, probing: bool) -> None:
         if self.stopping.is_set():
             raise _Stop
         self._renew_lease()
@@ -229,7 +220,7 @@ class Sender:
         metrics.count_finished(kind, state, done)
         return done
 
-    def _retry(self, kind: str, batch: list[_Row], reply: IntakeReply, result: PassResult) -> None:
+    def _retry(self, kind: str, batch: list[outbox.Claimed], reply: IntakeReply, result: PassResult) -> None:
         """Count the attempt, schedule the next one, and hold the endpoint until then (other workers too)."""
         now = _now()
         delay = self.settings.retry.delay(max(row.attempts for row in batch) + 1, reply.retry_after)
