@@ -1,4 +1,6 @@
-"""The WSGI entry point for running gunicorn directly (the Procfile's web process).
+"""The WSGI entry point for running gunicorn (or another WSGI server) directly, instead of ``pipeline-bridge serve``:
+
+    gunicorn -c python:bridge.gunicorn_conf bridge.wsgi:app
 
 This is the composition root for that case, so it is the one module that reads the environment at import.
 """
