@@ -69,8 +69,16 @@ def mapping_context(config: Config, received_at: dt.datetime) -> MappingContext:
 
 
 def scrub(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The body as stored: keys that carry credentials are dropped so no stored row holds a secret."""
-    return {key: value for key, value in body.items() if key.lower() not in SECRET_KEYS}
+    """The body as stored: keys that carry credentials are dropped, at any depth, so no stored row holds a secret."""
+    return {key: _scrub_value(value) for key, value in body.items() if key.lower() not in SECRET_KEYS}
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return scrub(value)
+    if isinstance(value, list):
+        return [_scrub_value(item) for item in value]
+    return value
 
 
 def create_event(

@@ -3,6 +3,8 @@
 Clients omit or mislabel ``Content-Type`` (curl's ``-d`` says form-encoded), so the body is parsed as JSON
 whatever the header says; everything that is not a JSON object is a clear 400. ``NaN``, ``Infinity`` and numbers
 too large for a float are refused too: they are not JSON, and neither the databases nor Datadog accept them.
+So is nesting deeper than :data:`MAX_DEPTH`: Distelli bodies are flat, and code that walks a body (scrubbing
+secrets, storing it) must not run out of stack on a hostile one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from flask import request
 from marshmallow import Schema, ValidationError
 
 from bridge.errors import InvalidInput
+
+MAX_DEPTH = 64
 
 
 def _finite_float(text: str) -> float:
@@ -39,7 +43,24 @@ def json_object() -> dict[str, Any]:
         raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidInput("The request body must be a JSON object.", code="invalid_body")
+    if _depth(body) > MAX_DEPTH:
+        raise InvalidInput(f"The request body nests deeper than {MAX_DEPTH} levels.", code="invalid_body")
     return body
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest, found without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            break
+        pending.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def load(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:

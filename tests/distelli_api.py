@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
@@ -24,6 +25,10 @@ SAMPLES = Path(__file__).parent / "samples" / "distelli"
 APP = "example-node"
 CREATE_PATHS = ("buildEvent", "pushEvent", "pullRequestEvent", "deployEvent")
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+# For checks that end before the database is touched (query and body validation): SQLite alone is enough there,
+# and each PostgreSQL test pays for a fresh schema.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 def sample(name: str) -> dict[str, Any]:

@@ -60,7 +60,9 @@ def test_listed_event_has_every_key_the_spec_shows_for_its_kind_null_when_unset(
     event = api.event(event_id)
 
     assert _spec_keys(event_type) <= set(event)
-    assert all(event[key] is None for key in _spec_keys(event_type) - {"app_name", "event_id", "event_time", "event_type"})
+    assert all(
+        event[key] is None for key in _spec_keys(event_type) - {"app_name", "event_id", "event_time", "event_type"}
+    )
 
 
 def test_pull_request_event_shows_the_same_keys_as_a_push(api: DistelliApi) -> None:
