@@ -1,8 +1,8 @@
 """Where bodies go: the Datadog intake over HTTP, or a local JSON-lines file when no API key is set.
 
-Both take pre-encoded events and answer with an :class:`IntakeReply`, so the sender's policy (retry, split,
-dead-letter, pause) does not care which one it talks to. Each event is serialised once, which is also how the
-sender measures it against the size limit before anything is sent.
+Both take events already encoded (the outbox hands them out as JSON bytes) and answer with an
+:class:`IntakeReply`, so the sender's policy (retry, split, dead-letter, pause) does not care which one it talks
+to. The encoded size is also what the sender measures against the size limit before anything is sent.
 """
 
 from __future__ import annotations
@@ -47,13 +47,7 @@ class IntakeReply:
 
 class Intake(Protocol):
     def send(self, kind: str, events: Sequence[bytes]) -> IntakeReply:
-        """Send one batch of events of one kind, each already encoded by :func:`encode_event`."""
-
-
-def encode_event(kind: str, body: dict[str, Any]) -> bytes:
-    """One event as it goes inside a batch: the ``data`` object of a pipeline event, a deployment whole."""
-    value = body["data"] if kind == CI_PIPELINE else body
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        """Send one batch of events of one kind, each the JSON of one event as it goes inside a batch."""
 
 
 def batch_payload(kind: str, events: Sequence[bytes]) -> bytes:
@@ -65,12 +59,6 @@ def batch_payload(kind: str, events: Sequence[bytes]) -> bytes:
     if len(events) != 1:
         raise ValueError("the DORA deployment endpoint takes one deployment per request")
     return events[0]
-
-
-def event_body(kind: str, event: bytes) -> dict[str, Any]:
-    """The stored body back from its encoded form, as one event alone would be posted."""
-    value = json.loads(event)
-    return {"data": value} if kind == CI_PIPELINE else dict(value)
 
 
 class HttpIntake:

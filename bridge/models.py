@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -70,6 +70,9 @@ class Event(Base):
     )
 
 
+_PENDING = text("state = 'pending'")
+
+
 class OutboxItem(Base):
     """One body waiting for, or done with, delivery to the intake. Written in the event's own transaction."""
 
@@ -96,6 +99,9 @@ class OutboxItem(Base):
     __table_args__ = (
         Index("ix_outbox_due", "state", "next_attempt_at", "id"),
         Index("ix_outbox_unique", "unique_id", "id"),
+        # Pending rows only (migration 0002): the sender's claim stays fast however long the history grows.
+        Index("ix_outbox_pending", "id", postgresql_where=_PENDING, sqlite_where=_PENDING),
+        Index("ix_outbox_pending_run", "unique_id", "id", postgresql_where=_PENDING, sqlite_where=_PENDING),
     )
 
 
