@@ -4,31 +4,33 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from adapters.base import DORA_DEPLOYMENT, Outbound
 from bridge import outbox
 from bridge.config import Config
 from bridge.intake import BATCH_LIMITS, MAX_BATCH_BYTES, HttpIntake
 from bridge.sender import Sender
 from bridge.store import Store
 from bridge.worker import make_intake
-from tests.intake_server import MAX_BYTES, IntakeServer
+from tests.intake_server import DORA_PATH, MAX_BYTES, IntakeServer
 from tests.sender_support import accepted_ids, add_event, deliver_all, fill, pipeline_outbound, rows, states
 
 KINDS = list(BATCH_LIMITS)
 
 
 def test_a_backlog_goes_in_batches_of_at_most_1000_each_event_once(store: Store, intake: IntakeServer) -> None:
-    unique_ids = fill(store, 2500)
+    unique_ids = fill(store, 2100)
 
     result = Sender(store, HttpIntake(intake.url, intake.api_key)).run_once()
     result_rest = deliver_all(Sender(store, HttpIntake(intake.url, intake.api_key)), store)
 
     assert result.delivered == 1000
-    assert sum(r.delivered for r in result_rest) == 1500
+    assert sum(r.delivered for r in result_rest) == 1100
     assert intake.statuses() == [202, 202, 202]
-    assert [len(r.body["data"]) for r in intake.requests] == [1000, 1000, 500]
+    assert [len(r.body["data"]) for r in intake.requests] == [1000, 1000, 100]
     assert accepted_ids(intake) == unique_ids
     assert all(row.state == outbox.DELIVERED and row.delivered_at is not None for row in rows(store))
 
@@ -100,3 +102,34 @@ def test_without_an_api_key_deliveries_are_json_lines_in_the_sink(
     assert [line["endpoint"] for line in lines] == ["/api/v2/ci/pipeline"] * 3
     assert [line["body"]["data"]["attributes"]["resource"]["unique_id"] for line in lines] == unique_ids
     assert states(store) == {outbox.DELIVERED: 3}
+
+
+def test_deployments_go_one_per_request_to_the_dora_endpoint_with_their_remote_id(
+    store: Store, intake: IntakeServer
+) -> None:
+    finished = time.time_ns()
+    deployments = [
+        Outbound(
+            DORA_DEPLOYMENT,
+            f"deploy-{number}",
+            "deployment",
+            True,
+            {
+                "data": {
+                    "attributes": {"service": "example-node", "started_at": finished - 10**9, "finished_at": finished}
+                }
+            },
+        )
+        for number in range(2)
+    ]
+    add_event(store, deployments)
+    pipelines = fill(store, 3)
+
+    deliver_all(Sender(store, HttpIntake(intake.url, intake.api_key)), store)
+
+    assert len(intake.accepted_events(DORA_PATH)) == 2
+    assert [request.path for request in intake.requests].count(DORA_PATH) == 2
+    assert accepted_ids(intake) == pipelines
+    remote_ids = [row.remote_id for row in rows(store) if row.kind == DORA_DEPLOYMENT]
+    assert len(set(remote_ids)) == 2
+    assert None not in remote_ids
