@@ -140,6 +140,7 @@ def clamp_future(moment: dt.datetime, now: dt.datetime) -> dt.datetime:
 QUEUED, RUNNING = "queued", "running"
 FINAL_STATUSES = frozenset({"success", "error", "canceled", "skipped", "blocked"})
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$|^[0-9a-fA-F]{64}$")
+_SCP_URL = re.compile(r"^[\w.-]+@([\w.-]+):")
 _SPACED_UTC = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}(?:\.\d+)?) ?(UTC|[+-]\d{2}:?\d{2})$")
 
 
@@ -272,13 +273,25 @@ def first_received(record: SourceRecord, history: Sequence[SourceRecord], now: d
 
 
 def author_email(username: str | None, repository_url: str, context: MappingContext) -> str:
-    """An author email for sources that only name the author: the configured one, else the template's."""
-    name = username or "unknown"
-    if name in context.author_emails:
-        return context.author_emails[name]
-    host = urlsplit(repository_url).hostname or "localhost"
-    safe = re.sub(r"[^A-Za-z0-9._+-]", "-", name) or "unknown"
-    return context.author_email_template.format(username=safe, host=host)
+    """An author email for sources that only name the author: the operator's address for that username (any
+    case), else the template's synthetic one on the repository's host."""
+    name = (username or "").strip()
+    mapped = context.author_emails.get(name) or next(
+        (email for known, email in context.author_emails.items() if name and known.lower() == name.lower()), None
+    )
+    if mapped:
+        return mapped
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "-", name).strip(".-") or "unknown"
+    # str.replace, not str.format: a template with other braces must not fail the request that stores the event.
+    template = context.author_email_template
+    return template.replace("{username}", safe).replace("{host}", repository_host(repository_url))
+
+
+def repository_host(repository_url: str) -> str:
+    """The host of a repository URL, scp-like ``git@host:owner/name.git`` included; ``localhost`` if none."""
+    scp = _SCP_URL.match(repository_url)
+    host = scp[1] if scp else urlsplit(repository_url).hostname
+    return (host or "localhost").lower()
 
 
 def git_info(repository_url: str | None, sha: str | None, email: str | None, **extra: Any) -> dict[str, Any] | None:

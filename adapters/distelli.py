@@ -11,7 +11,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
@@ -21,6 +21,7 @@ from adapters.base import (
     DORA_DEPLOYMENT,
     MappingContext,
     Outbound,
+    author_email,
     clamp_future,
     expiry_reason,
     pipeline_request,
@@ -113,7 +114,6 @@ TIME_FIELDS = frozenset({"build_start", "build_end", "deploy_start", "deploy_end
 
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 _URL_COMMIT_SUFFIX = re.compile(r"/(?:-/)?commits?/[0-9a-fA-F]+/?$")
-_SCP_URL = re.compile(r"^[\w.-]+@([\w.-]+):")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -484,25 +484,6 @@ def repository_url(facts: Mapping[str, Any]) -> str | None:
     if host and facts.get("repo_owner") and facts.get("repo_name"):
         return f"https://{host}/{facts['repo_owner']}/{facts['repo_name']}"
     return None
-
-
-def author_email(username: Any, repository: str, context: MappingContext) -> str:
-    """The operator's address for this username, else the template's synthetic one on the repository's host."""
-    name = str(username or "").strip()
-    mapped = context.author_emails.get(name) or next(
-        (email for known, email in context.author_emails.items() if name and known.lower() == name.lower()), None
-    )
-    if mapped:
-        return mapped
-    safe = re.sub(r"[^A-Za-z0-9._+-]", "-", name).strip(".-") or "unknown"
-    template = context.author_email_template
-    return template.replace("{username}", safe).replace("{host}", _host(repository))
-
-
-def _host(repository: str) -> str:
-    scp = _SCP_URL.match(repository)
-    host = scp[1] if scp else urlsplit(repository).hostname
-    return (host or "localhost").lower()
 
 
 def _git(facts: Mapping[str, Any], context: MappingContext) -> tuple[dict[str, Any] | None, list[str]]:
