@@ -486,3 +486,22 @@ def test_the_running_event_goes_to_the_pipeline_intake() -> None:
     (step,) = replay(_case("spec_create_build_running"))
 
     assert {outbound.kind for outbound in step} == {CI_PIPELINE}
+
+
+@pytest.mark.parametrize(
+    ("repository", "template", "email"),
+    [
+        ("git@github.com:acme/api.git", "{username}@users.noreply.{host}", "jane-doe@users.noreply.github.com"),
+        ("https://GitLab.example.com/acme/api", "{username}@{host}", "jane-doe@gitlab.example.com"),
+        ("https://github.com/acme/api", "{username}.{team}@corp.example", "jane-doe.{team}@corp.example"),
+    ],
+)
+def test_the_synthesised_author_email_uses_the_repository_host_and_never_fails_on_a_template(
+    repository: str, template: str, email: str
+) -> None:
+    build = {"build_status": "Running", "commit_id": SHA, "repo_url": repository, "author_username": "jane doe"}
+    case = Case("email", [(T0, build)], settings={"author_email_template": template})
+
+    ((pipeline, _),) = _resources(case)
+
+    assert pipeline["git"]["author_email"] == email
