@@ -14,7 +14,7 @@ from adapters import distelli
 from bridge import events, metrics, outbox
 from bridge.auth import check_token
 from bridge.config import Config
-from bridge.errors import InvalidInput
+from bridge.errors import InvalidInput, NotFound
 from bridge.requestbody import json_object, load
 from bridge.store import Store
 
@@ -95,6 +95,12 @@ for _path, _event_type in CREATE_ROUTES.items():
         view_func=_view,
         methods=["PUT"],
     )
+
+
+@blueprint.put("/<username>/apps/<app_name>/events/<kind>")
+def create_unknown_kind(username: str, app_name: str, kind: str) -> tuple[Response, int]:
+    """A PUT to an event kind that does not exist: say so, rather than the 405 the update route would give."""
+    raise NotFound(f"No event kind {kind!r}; PUT one of: {', '.join(CREATE_ROUTES)}.", code="unknown_event_kind")
 
 
 @blueprint.post("/<username>/apps/<app_name>/events/<event_id>")
