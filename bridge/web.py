@@ -36,6 +36,9 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "logger_class": "bridge.logs.GunicornLogger",
         "loglevel": config.log_level.lower(),
         "child_exit": child_exit,
+        # X-Forwarded-* are the app's business (ProxyFix, by BRIDGE_PROXY_HOPS); gunicorn must not act on them too.
+        "secure_scheme_headers": {},
+        "forwarded_allow_ips": "",
     }
 
 
