@@ -27,6 +27,7 @@ import requests
 from adapters.base import MappingContext
 from bridge.outbox import PENDING, counts_by_state
 from bridge.store import Store
+from tests.intake_server import PIPELINE_PATH, IntakeServer
 
 CONSOLE_SCRIPT = str(Path(sys.executable).with_name("pipeline-bridge"))
 USER, TOKEN = "jdoe", "abcdefghijklmnopqrstuvwxyz0123456789z"
@@ -265,9 +266,7 @@ class WebhookLoad:
                 with self.accepted.lock:
                     self.accepted.final.add(event_id)
 
-    def _send(
-        self, session: requests.Session, method: str, url: str, body: dict[str, Any]
-    ) -> requests.Response | None:
+    def _send(self, session: requests.Session, method: str, url: str, body: dict[str, Any]) -> requests.Response | None:
         deadline = time.monotonic() + self.retry_seconds
         while time.monotonic() < deadline:
             try:
@@ -284,16 +283,49 @@ def run_uuids(event_id: str) -> tuple[str, str]:
     return context.run_uuid(USER, APP, int(event_id)), context.run_uuid(USER, APP, int(event_id), "job")
 
 
-def delivered_keys(events: list[dict[str, Any]]) -> collections.Counter[tuple[str, str, str]]:
+Key = tuple[str, str, str]
+
+
+def _key(event: dict[str, Any]) -> Key:
+    resource = event["attributes"]["resource"]
+    return (resource.get("unique_id") or resource["id"], resource["level"], resource["status"])
+
+
+def accepted_batches(intake: IntakeServer) -> list[list[Key]]:
+    """The (unique_id, level, status) of every event, per request the intake accepted, in arrival order."""
+    with intake.lock:
+        bodies = [
+            request.body for request in intake.requests if request.path == PIPELINE_PATH and request.status == 202
+        ]
+    return [
+        [_key(event) for event in (body["data"] if isinstance(body["data"], list) else [body["data"]])]
+        for body in bodies
+    ]
+
+
+def delivered_keys(intake: IntakeServer) -> collections.Counter[Key]:
     """How many times the intake accepted each (unique_id, level, status)."""
-    counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
-    for event in events:
-        resource = event["attributes"]["resource"]
-        counts[(resource.get("unique_id") or resource["id"], resource["level"], resource["status"])] += 1
-    return counts
+    return collections.Counter(key for batch in accepted_batches(intake) for key in batch)
 
 
-def missing_deliveries(accepted: Accepted, delivered: collections.Counter[tuple[str, str, str]]) -> list[str]:
+def batches_sent_again(intake: IntakeServer) -> int:
+    """How many accepted requests had events that arrived again later.
+
+    After a kill -9 the one batch in flight may be sent again: the intake took it, but the worker died before it
+    could record that. Delivery is at least once, so at most that one batch may repeat per crash.
+    """
+    first_seen: dict[Key, int] = {}
+    repeated: set[int] = set()
+    for index, batch in enumerate(accepted_batches(intake)):
+        for key in batch:
+            if key in first_seen:
+                repeated.add(first_seen[key])
+            else:
+                first_seen[key] = index
+    return len(repeated)
+
+
+def missing_deliveries(accepted: Accepted, delivered: collections.Counter[Key]) -> list[str]:
     """Accepted builds whose pipeline or job event never reached the intake in the state the client last set.
 
     A build whose Success was accepted must arrive as ``success``; one whose Success was never confirmed must
@@ -310,7 +342,7 @@ def missing_deliveries(accepted: Accepted, delivered: collections.Counter[tuple[
     return missing
 
 
-def duplicates(delivered: collections.Counter[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
+def duplicates(delivered: collections.Counter[Key]) -> dict[Key, int]:
     return {key: count for key, count in delivered.items() if count > 1}
 
 

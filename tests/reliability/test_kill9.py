@@ -1,4 +1,8 @@
-"""kill -9 of the whole bridge (gunicorn master, web workers, delivery worker) in the middle of a webhook load."""
+"""kill -9 of the whole bridge (gunicorn master, web workers, delivery worker) in the middle of a webhook load.
+
+Nothing a client was told is accepted may be lost. Delivery is at least once: the batch in flight at the crash
+(taken by the intake, not yet recorded) is sent again, and nothing else is.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from tests.intake_server import IntakeServer
 from tests.reliability.harness import (
     BridgeProcess,
     WebhookLoad,
+    batches_sent_again,
     bridge_env,
     delivered_keys,
     duplicates,
@@ -39,6 +44,6 @@ def test_every_accepted_webhook_reaches_the_intake_once_after_kill_9(
         assert len(accepted.running) + len(accepted.final) >= BUILDS, second.log_tail()
         assert wait_until_drained(sqlite_url, timeout=LEASE_SECONDS + 90) == 0, second.log_tail()
 
-    delivered = delivered_keys(intake.accepted_events())
+    delivered = delivered_keys(intake)
     assert missing_deliveries(accepted, delivered) == []
-    assert duplicates(delivered) == {}
+    assert batches_sent_again(intake) <= 1, duplicates(delivered)
