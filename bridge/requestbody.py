@@ -1,7 +1,8 @@
 """Reading a JSON object out of a request the way legacy CI clients send it.
 
 Clients omit or mislabel ``Content-Type`` (curl's ``-d`` says form-encoded), so the body is parsed as JSON
-whatever the header says; everything that is not a JSON object is a clear 400. ``NaN``, ``Infinity`` and numbers
+whatever the header says, and a leading UTF-8 byte order mark (a JSON file saved on a Windows build agent) is
+skipped; everything that is not a JSON object is a clear 400. ``NaN``, ``Infinity`` and numbers
 too large for a float are refused too: they are not JSON, and neither the databases nor Datadog accept them.
 So is nesting deeper than :data:`MAX_DEPTH`: Distelli bodies are flat, and code that walks a body (scrubbing
 secrets, storing it) must not run out of stack on a hostile one.
@@ -9,6 +10,7 @@ secrets, storing it) must not run out of stack on a hostile one.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 from typing import Any
@@ -34,7 +36,7 @@ def _refuse_constant(name: str) -> Any:
 
 def json_object() -> dict[str, Any]:
     """The request body as a dict; an empty body counts as ``{}``."""
-    raw = request.get_data(cache=True)
+    raw = request.get_data(cache=True).removeprefix(codecs.BOM_UTF8)
     if not raw.strip():
         return {}
     try:
