@@ -20,6 +20,8 @@ from tests.conftest import TOKEN, USER
 
 EXAMPLES_PER_OPERATION = 40  # x 6 operations x 2 databases: about 500 requests
 SEEDED_APP = "seeded-app"
+# Routes that only turn a confusing answer into a clear 404 (PUT of an unknown event kind): not operations.
+REFUSAL_ENDPOINTS = {"events.create_unknown_kind"}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -53,7 +55,7 @@ def test_document_lists_exactly_the_routes_the_app_serves(app: Flask, client: Fl
     served = {
         (rule.rule.replace("<", "{").replace(">", "}"), method)
         for rule in app.url_map.iter_rules()
-        if rule.endpoint.startswith("events.")
+        if rule.endpoint.startswith("events.") and rule.endpoint not in REFUSAL_ENDPOINTS
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
     }
