@@ -10,6 +10,7 @@ second worker continues exactly where the first one stopped.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import enum
@@ -153,8 +154,8 @@ class Sender:
     def _gate(self, session: Session, now: dt.datetime) -> tuple[list[str], bool, bool]:
         """The kinds this pass may send (none while paused, unless it wins the probe), paused, probing."""
         state = outbox.read_sender_state(session)
-        held = {name[len(outbox.HOLD) :] for name, value in state.items() if name.startswith(outbox.HOLD)}
-        kinds = [kind for kind in BATCH_LIMITS if kind not in held or _time(state[outbox.HOLD + kind]["until"]) <= now]
+        holds = {name.removeprefix(outbox.HOLD): value for name, value in state.items() if name.startswith(outbox.HOLD)}
+        kinds = [kind for kind in BATCH_LIMITS if kind not in holds or _time(holds[kind]["until"]) <= now]
         pause = state.get(outbox.PAUSED)
         if pause is None:
             return kinds, False, False
@@ -278,8 +279,8 @@ class Sender:
 
     def _count_settled(self, claim: outbox.Claim, result: PassResult) -> None:
         for state, rows in ((outbox.EXPIRED, claim.expired), (outbox.SUPERSEDED, claim.superseded)):
-            for row in rows:
-                metrics.count_finished(row.kind, state)
+            for kind, count in collections.Counter(row.kind for row in rows).items():
+                metrics.count_finished(kind, state, count)
         result.expired += len(claim.expired)
         result.superseded += len(claim.superseded)
         if claim.expired:

@@ -15,6 +15,7 @@ import threading
 from types import FrameType
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import Config
 from bridge.intake import FileSink, HttpIntake, Intake
@@ -25,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 IDLE_POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 25.0
+DATABASE_RETRY_SECONDS = 5.0
 
 
 def make_intake(config: Config) -> Intake:
@@ -65,8 +67,14 @@ class Worker:
         log.info("worker.started", worker_id=self.sender.worker_id)
         try:
             while not self.stopping.is_set():
-                result = self.sender.run_once()
-                if result.claimed == 0:
+                try:
+                    claimed = self.sender.run_once().claimed
+                except SQLAlchemyError as exc:
+                    # The database restarting is no reason to exit: nothing is lost, leases expire, try again.
+                    log.error("worker.database_error", error_type=type(exc).__name__, worker_id=self.sender.worker_id)
+                    self.stopping.wait(DATABASE_RETRY_SECONDS)
+                    continue
+                if claimed == 0:
                     self.stopping.wait(self.idle_poll)
         finally:
             if self._watchdog is not None:
