@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 
 from bridge.config import Config
 
@@ -21,13 +22,17 @@ ENV_NAME = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def make_metrics_dir(config: Config, environ: MutableMapping[str, str]) -> Config:
-    """Export the configured directory, or a fresh temporary one when none is configured.
+    """Export the configured directory (emptied of an earlier run's files), or a fresh temporary one.
 
     Returns the config with ``metrics_dir`` set. Raises RuntimeError when prometheus_client was imported
     too early, since its counters would then stay private to each process.
     """
     if "prometheus_client" in sys.modules and ENV_NAME not in environ:
         raise RuntimeError("prometheus_client was imported before the metrics directory was set")
+    if config.metrics_dir:
+        # Files of a previous run would be summed with this one's, under process ids that may be reused.
+        for stale in Path(config.metrics_dir).glob("*.db"):
+            stale.unlink(missing_ok=True)
     path = config.metrics_dir or tempfile.mkdtemp(prefix="pipeline-bridge-metrics-")
     environ[ENV_NAME] = path
     return dataclasses.replace(config, metrics_dir=path)

@@ -18,6 +18,7 @@ from bridge import migrate
 from bridge.app import create_app
 from bridge.config import Config
 from bridge.intake import HttpIntake
+from bridge.multiproc import make_metrics_dir, remove_metrics_dir
 from bridge.sender import Sender
 from bridge.store import Store
 from tests.conftest import TOKEN, USER
@@ -178,3 +179,21 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def test_a_configured_metrics_directory_is_emptied_at_start_and_kept_at_stop(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "counter_4242.db").write_bytes(b"from the last run")
+    (directory / "README").write_text("the operator's", encoding="utf-8")
+    config = make_config(PROMETHEUS_MULTIPROC_DIR=str(directory))
+    environ: dict[str, str] = {"PROMETHEUS_MULTIPROC_DIR": str(directory)}
+
+    made = make_metrics_dir(config, environ)
+    remove_metrics_dir(config, made, environ)
+
+    assert made.metrics_dir == str(directory)
+    assert sorted(path.name for path in directory.iterdir()) == ["README"]
+    assert environ == {"PROMETHEUS_MULTIPROC_DIR": str(directory)}
