@@ -88,10 +88,10 @@ class Worker:
         os._exit(0)
 
 
-def run_worker(config: Config, settings: SenderSettings | None = None) -> None:
+def run_worker(config: Config, settings: SenderSettings | None = None, stop_grace: float = STOP_GRACE_SECONDS) -> None:
     """Entry point of ``pipeline-bridge worker``: install signal handlers and deliver until stopped."""
     store = Store(config.database_url)
-    worker = Worker(Sender(store, make_intake(config), settings or sender_settings(config)))
+    worker = Worker(Sender(store, make_intake(config), settings or sender_settings(config)), stop_grace=stop_grace)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     try:

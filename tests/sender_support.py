@@ -120,7 +120,9 @@ def accepted_ids(intake: Any) -> list[str]:
     return [resource["unique_id"] for resource in intake.accepted_resources()]
 
 
-def start_worker(database_url: str, intake_url: str, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    database_url: str, intake_url: str, log_path: Path, command: list[str] | None = None, **env: str
+) -> subprocess.Popen[bytes]:
     """``python -m bridge worker`` configured only through its environment, as an operator runs it."""
     environ = {name: value for name, value in os.environ.items() if not name.startswith(("DD_", "BRIDGE_"))}
     environ.update(
@@ -133,7 +135,8 @@ def start_worker(database_url: str, intake_url: str, log_path: Path, **env: str)
         }
     )
     with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "bridge", "worker"], env=environ, stdout=log, stderr=log)
+        arguments = command or ["-m", "bridge", "worker"]
+        return subprocess.Popen([sys.executable, *arguments], env=environ, stdout=log, stderr=log)
 
 
 def sent_by(log_path: Path) -> int:

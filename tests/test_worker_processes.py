@@ -136,3 +136,24 @@ def test_a_restarted_worker_keeps_the_retry_schedule_and_delivers_the_backlog(
     assert sorted(accepted_ids(intake)) == sorted(unique_ids)
     assert len(accepted_ids(intake)) == 500
     assert all(request.at >= due.timestamp() for request in intake.requests[1:])
+
+
+def test_sigterm_while_the_intake_never_answers_releases_the_batch_and_exits_0(
+    store: Store, intake: IntakeServer, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    unique_ids = fill(store, 50)
+    intake.hold()
+    script = "import os; from bridge.config import load_config; from bridge.worker import run_worker; "
+    script += "run_worker(load_config(os.environ), stop_grace=1.0)"  # the 25 s grace, shortened
+    worker = start_worker(store.database_url, intake.url, tmp_path / "w.log", command=["-c", script])
+    processes.append(worker)
+    wait_until(lambda: intake.held == 1)
+
+    worker.send_signal(signal.SIGTERM)
+
+    assert worker.wait(timeout=30) == 0
+    assert {(row.state, row.lease_until) for row in rows(store)} == {(outbox.PENDING, None)}
+    intake.release()
+    wait_until(lambda: intake.statuses() == [499])
+    deliver_all(Sender(store, HttpIntake(intake.url, intake.api_key)), store)
+    assert accepted_ids(intake) == unique_ids
