@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from adapters.base import SourceRecord, WebhookAdapter
@@ -60,6 +60,17 @@ def find_delivery(session: Session, source: str, delivery_id: str | None) -> Eve
     return session.scalars(select(Event).where(Event.source == source, Event.delivery_id == delivery_id)).first()
 
 
+def lock_run(session: Session, source: str, run_key: str) -> None:
+    """Serialise the webhooks of one run until the transaction ends.
+
+    Without it, two deliveries of one run arriving together on PostgreSQL would both read the same history (and
+    both send a final event), and two copies of one delivery would race to the unique index. SQLite needs nothing:
+    every transaction there already starts with BEGIN IMMEDIATE.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"{source}/{run_key}"})
+
+
 def history(session: Session, source: str, run_key: str) -> list[SourceRecord]:
     """Earlier records of the same run, oldest first, as the adapter parsed them."""
     events = session.scalars(
@@ -92,6 +103,7 @@ def receive(
 ) -> Accepted:
     """Store one parsed webhook and its translation; a repeated delivery id stores nothing."""
     check_columns(record)
+    lock_run(session, adapter.name, record.run_key)
     original = find_delivery(session, adapter.name, record.delivery_id)
     if original is not None:
         return Accepted(original.id, duplicate=True, enqueued=0)

@@ -6,9 +6,11 @@ their source signs them, and posted in the order a run sends them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -132,6 +134,25 @@ def test_the_same_delivery_twice_is_accepted_once(client: FlaskClient, store: St
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.get_json() == {"event_id": first.get_json()["event_id"], "duplicate": True, "enqueued": 0}
     assert count(store, Event) == 1 and count(store, OutboxItem) == outbox_rows
+
+
+def test_copies_of_one_delivery_arriving_together_are_stored_once(app: Any, store: Store) -> None:
+    """Eight threads post the same delivery at once: one 202, seven 200 with its id, never a 500."""
+    source = "github"
+    name = index(source)["runs"][0][-1]
+    payload = fresh(source, name, dt.datetime.now(dt.UTC))
+    barrier = threading.Barrier(8)
+
+    def send() -> Any:
+        client = app.test_client()
+        barrier.wait()
+        return post(client, source, name, payload)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: send(), range(8)))
+    assert sorted(answer.status_code for answer in answers) == [200] * 7 + [202]
+    assert len({answer.get_json()["event_id"] for answer in answers}) == 1
+    assert count(store, Event) == 1
 
 
 @pytest.mark.parametrize("source", NATIVE)

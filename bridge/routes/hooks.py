@@ -12,7 +12,6 @@ import datetime as dt
 import structlog
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
-from sqlalchemy.exc import IntegrityError
 
 from adapters.base import Rejected, RequestHeaders, WebhookAdapter
 from adapters.registry import load_adapters
@@ -61,16 +60,8 @@ def receive_hook(name: str) -> tuple[Response, int]:
     received_at = dt.datetime.now(dt.UTC)
     store: Store = current_app.extensions["bridge.store"]
     config: Config = current_app.extensions["bridge.config"]
-    try:
-        with store.transaction() as session:
-            accepted = hooks.receive(session, config, adapter, record, hooks.stored_text(body), received_at)
-    except IntegrityError:
-        # The same delivery raced in on another connection and won; answer as for any repeat.
-        with store.transaction() as session:
-            original = hooks.find_delivery(session, adapter.name, record.delivery_id)
-        if original is None:
-            raise
-        accepted = hooks.Accepted(original.id, duplicate=True, enqueued=0)
+    with store.transaction() as session:
+        accepted = hooks.receive(session, config, adapter, record, hooks.stored_text(body), received_at)
     log.info(
         "hook.accepted",
         source=name,
