@@ -107,6 +107,8 @@ class DistelliApi:
             assert response.status_code == 200, response.get_json()
             page = response.get_json()
             pages.append(page)
+            if pages[:-1]:
+                assert page["events"], "a marker led to an empty page: markers must stop at the last page"
             marker = page.get("marker")
             if marker is None:
                 return pages
