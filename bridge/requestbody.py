@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import request
 from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from bridge.errors import InvalidInput
 
@@ -36,7 +37,12 @@ def _refuse_constant(name: str) -> Any:
 
 def json_object() -> dict[str, Any]:
     """The request body as a dict; an empty body counts as ``{}``."""
-    raw = request.get_data(cache=True).removeprefix(codecs.BOM_UTF8)
+    raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body without Content-Length is cut at the limit rather than refused; refuse it here.
+        raise RequestEntityTooLarge()
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     if not raw.strip():
         return {}
     try:

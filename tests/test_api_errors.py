@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
@@ -110,6 +111,25 @@ def test_bad_update_body_is_refused_and_the_build_is_untouched(
     if field is not None:
         assert field in error["fields"]
     assert api.event(event_id) == before
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(("body", "status"), [(b'{"commit_msg": "short"}', 201), (BIG, 413)], ids=["small", "big"])
+def test_chunked_body_without_content_length_is_read_whole_or_refused_with_413(
+    api: DistelliApi, store: Store, body: bytes, status: int
+) -> None:
+    """Werkzeug cuts a chunked body at the limit instead of refusing it; a cut body must not pass as invalid JSON."""
+    response = api.client.put(
+        api.url("/pushEvent"),
+        input_stream=io.BytesIO(body),
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert response.status_code == status
+    if status == 413:
+        assert_error(response, 413, "payload_too_large")
+    assert len(stored_events(store)) == (1 if status == 201 else 0)
 
 
 def test_update_body_over_1_mib_is_413(api: DistelliApi) -> None:
