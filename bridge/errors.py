@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = structlog.get_logger(__name__)
@@ -64,6 +65,14 @@ class Conflict(BridgeError):
     code = "immutable_event"
 
 
+class Unavailable(BridgeError):
+    """The database cannot be reached or stayed locked; the transaction did not commit, so the client should retry."""
+
+    status = 503
+    code = "unavailable"
+    retry_after_seconds = 5
+
+
 def error_response(error: BridgeError) -> tuple[Response, int]:
     return jsonify(error.to_body()), error.status
 
@@ -90,6 +99,15 @@ def register_error_handlers(app: Flask) -> None:
         valid_methods = getattr(error, "valid_methods", None)
         if status == 405 and valid_methods:
             response.headers["Allow"] = ", ".join(valid_methods)
+        return response, status
+
+    @app.errorhandler(OperationalError)
+    def _database_unavailable(error: OperationalError) -> tuple[Response, int]:
+        # The driver's message can quote SQL and parameters, so only the error's type is logged.
+        log.warning("request.database_unavailable", error_type=type(error.orig or error).__name__)
+        unavailable = Unavailable("The database is unavailable; retry shortly.")
+        response, status = error_response(unavailable)
+        response.headers["Retry-After"] = str(unavailable.retry_after_seconds)
         return response, status
 
     @app.errorhandler(Exception)

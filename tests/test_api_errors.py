@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from bridge.app import create_app
+from bridge.config import Config
 from bridge.store import Store
 from tests.distelli_api import SQLITE_ONLY, DistelliApi, assert_error, stored_events
 
@@ -239,3 +242,22 @@ def test_wrong_method_is_405_json_with_allow(api: DistelliApi, method: str, suff
 @SQLITE_ONLY
 def test_wrong_method_on_healthz_is_405_json(api: DistelliApi) -> None:
     assert_error(api.client.post("/healthz"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda api: api.create("buildEvent", {"build_status": "Running"}),
+        lambda api: api.update("1", {"build_status": "Success"}),
+        lambda api: api.list(),
+    ],
+    ids=["create", "update", "list"],
+)
+def test_unreachable_database_is_503_with_retry_after(make_config: Callable[..., Config], call: Any) -> None:
+    config = make_config(DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere")
+    api = DistelliApi(create_app(config).test_client())
+
+    response = call(api)
+
+    assert_error(response, 503, "unavailable")
+    assert int(response.headers["Retry-After"]) > 0
