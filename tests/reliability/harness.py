@@ -62,12 +62,17 @@ def bridge_env(database_url: str, intake_url: str | None, port: int, **extra: st
 
 
 class BridgeProcess:
-    """One ``pipeline-bridge <command>`` in its own process group, its output in ``log_path``."""
+    """One ``pipeline-bridge <command>`` in its own process group, its output in ``log_path``.
 
-    def __init__(self, command: str, env: Mapping[str, str], log_path: Path) -> None:
+    ``argv`` runs another server instead (the benchmarks' baselines); any process but a bare ``worker`` is ready
+    when its ``/healthz`` answers 200.
+    """
+
+    def __init__(self, command: str, env: Mapping[str, str], log_path: Path, argv: list[str] | None = None) -> None:
         self.command = command
         self.env = dict(env)
         self.log_path = log_path
+        self.argv = argv or [CONSOLE_SCRIPT, *command.split()]
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,10 +81,8 @@ class BridgeProcess:
 
     def start(self, ready_timeout: float = 30.0) -> BridgeProcess:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [CONSOLE_SCRIPT, self.command], env=self.env, stdout=log, stderr=log, start_new_session=True
-            )
-        if self.command == "serve":
+            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log, start_new_session=True)
+        if self.command != "worker":
             self.wait_ready(ready_timeout)
         return self
 
