@@ -136,9 +136,14 @@ class Identifier(fields.String):
 
 
 class Moment(fields.AwareDateTime):
-    """An ISO 8601 time, naive ones taken as UTC, held in UTC; a time that leaves the calendar in UTC is refused."""
+    """An ISO 8601 time, naive ones taken as UTC, held in UTC; a time that leaves the calendar in UTC is refused.
+
+    RFC 3339 allows a lower-case ``t`` and ``z``, which Python's parser does not, so the text is upper-cased first.
+    """
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
+        if isinstance(value, str):
+            value = value.upper()
         moment: dt.datetime = super()._deserialize(value, attr, data, **kwargs)
         try:
             return moment.astimezone(dt.UTC)

@@ -131,6 +131,7 @@ def test_build_status_in_any_case_is_stored_in_the_spec_spelling(api: DistelliAp
         ("2016-08-15T22:22:22-0500", "2016-08-16T03:22:22.000Z"),
         ("2016-08-15 22:22:22Z", "2016-08-15T22:22:22.000Z"),
         ("2016-08-15T22:22Z", "2016-08-15T22:22:00.000Z"),
+        ("2016-08-15t22:22:22.111z", "2016-08-15T22:22:22.111Z"),
     ],
 )
 def test_iso_8601_times_with_or_without_milliseconds_or_offset_are_shown_in_utc(
