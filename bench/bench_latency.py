@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import bridge, header, open_loop, percentile, sqlite_url, table, verdict, workdir
+from common import bridge, header, open_loop, percentile, spread, sqlite_url, table, verdict, workdir
 
 TARGET_P99_MS = 25.0
 
@@ -29,17 +29,8 @@ def main() -> None:
         sent = open_loop(server.base_url, args.rate, args.seconds)
     accepted = [item.latency * 1000 for item in sent if item.status == 201]
     failed = len(sent) - len(accepted)
-    rows = [("requests", "201", "failed", "p50 ms", "p90 ms", "p99 ms", "max ms")]
-    rows.append(
-        (
-            str(len(sent)),
-            str(len(accepted)),
-            str(failed),
-            *(f"{percentile(accepted, fraction):.1f}" for fraction in (0.5, 0.9, 0.99)),
-            f"{max(accepted, default=float('nan')):.1f}",
-        )
-    )
-    table(rows)
+    headings, cells = spread(accepted, "ms", 1)
+    table([("requests", "201", "failed", *headings), (str(len(sent)), str(len(accepted)), str(failed), *cells)])
     p99 = percentile(accepted, 0.99)
     print(f"p99 = {p99:.1f} ms (target <= {TARGET_P99_MS:.0f} ms): {verdict(p99 <= TARGET_P99_MS and not failed)}")
 

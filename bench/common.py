@@ -354,6 +354,13 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
+def spread(values: list[float], unit: str, digits: int) -> tuple[list[str], list[str]]:
+    """Table headings and cells for the p50, p90, p99 and maximum of ``values``."""
+    headings = [f"{name} {unit}" for name in ("p50", "p90", "p99", "max")]
+    points = [percentile(values, fraction) for fraction in (0.5, 0.9, 0.99)] + [max(values, default=float("nan"))]
+    return headings, [f"{point:.{digits}f}" for point in points]
+
+
 def verdict(ok: bool) -> str:
     return "meets the target" if ok else "MISSES the target"
 
