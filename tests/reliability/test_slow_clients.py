@@ -1,4 +1,4 @@
-"""Clients that trickle a body byte by byte must not keep other clients waiting beyond gunicorn's timeout."""
+"""Clients that trickle a body byte by byte must not keep other clients waiting beyond the body deadline."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
 from bridge.config import load_config
+from bridge.deadline import BODY_READ_SECONDS
 from bridge.web import gunicorn_options
 from tests.reliability.harness import APP, TOKEN, USER, BridgeProcess, bridge_env, create_url, free_port, running_body
 
@@ -20,7 +20,7 @@ TRICKLE_SECONDS = 0.5  # one byte per client this often
 
 
 @contextlib.contextmanager
-def trickling_clients(port: int, count: int) -> Iterator[None]:
+def trickling_clients(port: int, count: int) -> Iterator[list[socket.socket]]:
     """``count`` connections that send their headers, then one body byte per client every TRICKLE_SECONDS."""
     head = (
         f"PUT /{USER}/apps/{APP}/events/buildEvent?apiToken={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -42,7 +42,7 @@ def trickling_clients(port: int, count: int) -> Iterator[None]:
     thread = threading.Thread(target=trickle, daemon=True)
     thread.start()
     try:
-        yield
+        yield sockets
     finally:
         stop.set()
         thread.join(timeout=5)
@@ -50,12 +50,6 @@ def trickling_clients(port: int, count: int) -> Iterator[None]:
             client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=requests.ReadTimeout,
-    reason="gunicorn's gthread worker reads a request in a pool thread with no read deadline: slow clients "
-    "that outnumber workers x threads hold every thread for as long as they trickle (bridge/web.py)",
-)
 def test_a_build_is_accepted_while_slow_clients_hold_more_connections_than_threads(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -63,6 +57,9 @@ def test_a_build_is_accepted_while_slow_clients_hold_more_connections_than_threa
     options = gunicorn_options(load_config(env))
     with BridgeProcess("serve", env, tmp_path / "bridge.log") as bridge:
         bridge.start()
-        with trickling_clients(int(env["PORT"]), options["workers"] * options["threads"] + 2):
-            reply = requests.put(create_url(bridge.base_url), json=running_body(1), timeout=options["timeout"] + 5)
+        with trickling_clients(int(env["PORT"]), options["workers"] * options["threads"] + 2) as slow:
+            reply = requests.put(create_url(bridge.base_url), json=running_body(1), timeout=BODY_READ_SECONDS + 5)
+            slow[0].settimeout(5)
+            slow_answer = slow[0].recv(200)
         assert reply.status_code == 201
+        assert slow_answer.startswith(b"HTTP/1.1 408")
