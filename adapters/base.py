@@ -7,11 +7,13 @@ Keeping the contract this small is what makes a new source one module.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import datetime as dt
 import hashlib
 import hmac
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -80,11 +82,14 @@ class SourceRecord:
 class Rejected(Exception):
     """Raised by ``parse`` when a payload is not one the adapter accepts; carries per-field messages."""
 
-    def __init__(self, message: str, fields: Mapping[str, Any] | None = None, status: int = 400) -> None:
+    def __init__(
+        self, message: str, fields: Mapping[str, Any] | None = None, status: int = 400, code: str = "invalid_payload"
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.fields = dict(fields) if fields else None
         self.status = status
+        self.code = code
 
 
 @runtime_checkable
@@ -188,15 +193,52 @@ def secrets_match(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
+# Bodies from CI tools are shallow; code that walks one must not run out of stack on a hostile one.
+MAX_DEPTH = 64
+
+
 def json_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or :class:`Rejected`."""
+    """The body as a JSON object, or :class:`Rejected`.
+
+    A leading UTF-8 byte order mark (a JSON file saved on a Windows build agent) is skipped. ``NaN``,
+    ``Infinity``, numbers too large for a float and nesting deeper than :data:`MAX_DEPTH` are refused: they are
+    not JSON, or not storable, and neither the databases nor Datadog accept them.
+    """
     try:
-        data = json.loads(body)
+        data = json.loads(body.removeprefix(codecs.BOM_UTF8), parse_float=_finite_float, parse_constant=_no_constant)
     except (ValueError, RecursionError):
-        raise Rejected("The request body is not valid JSON.") from None
+        raise Rejected("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(data, dict):
-        raise Rejected("The request body must be a JSON object.")
+        raise Rejected("The request body must be a JSON object.", code="invalid_body")
+    if _depth(data) > MAX_DEPTH:
+        raise Rejected(f"The request body nests deeper than {MAX_DEPTH} levels.", code="invalid_body")
     return data
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError("number out of range")
+    return number
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest, found without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            break
+        pending.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -118,6 +118,11 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+def is_storable(text: str) -> bool:
+    """False for text PostgreSQL cannot store (NUL) or Datadog cannot read (unpaired surrogates)."""
+    return _UNSTORABLE.search(text) is None
+
+
 class Identifier(fields.String):
     """A string the way sloppy clients send it: numbers are accepted and kept as their text.
 
@@ -130,7 +135,7 @@ class Identifier(fields.String):
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
         text: str = super()._deserialize(value, attr, data, **kwargs)
-        if _UNSTORABLE.search(text):
+        if not is_storable(text):
             raise ValidationError("Must not contain NUL characters or unpaired surrogates.")
         return text
 

@@ -287,6 +287,8 @@ def parse_list_query(args: Mapping[str, str]) -> ListQuery:
                 given = (args.get(parameter) or "").strip()
                 if not given:
                     problems[parameter] = [f"Required by filter_name={filter_name}."]
+                elif not distelli.is_storable(given):
+                    problems[parameter] = ["Must not contain NUL characters or unpaired surrogates."]
                 elif part == "event_type":
                     key = given.lower().replace("_", "").replace("-", "")
                     if key not in EVENT_TYPE_FILTERS:

@@ -255,3 +255,11 @@ def test_every_problem_in_a_query_is_named_at_once(api: DistelliApi) -> None:
     error = assert_error(api.list(max_results="0", order="up", filter_name="EnvAndBranch"), 400, "invalid_query")
 
     assert set(error["fields"]) == {"max_results", "order", "filter_env", "filter_branch"}
+
+
+@pytest.mark.parametrize(("filter_name", "parameter"), [("Branch", "filter_branch"), ("Env", "filter_env")])
+def test_a_filter_value_with_a_nul_character_is_a_400_naming_it(
+    api: DistelliApi, filter_name: str, parameter: str
+) -> None:
+    error = assert_error(api.list(filter_name=filter_name, **{parameter: "ma\x00ster"}), 400, "invalid_query")
+    assert list(error["fields"]) == [parameter]
