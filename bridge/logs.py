@@ -140,6 +140,11 @@ def init_app(app: Flask) -> None:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=g.request_id, client=request.remote_addr)
 
+    @app.teardown_request
+    def _unbind_request(_error: BaseException | None) -> None:
+        # A worker thread serves many requests; what it logs between them must not carry this one's context.
+        structlog.contextvars.clear_contextvars()
+
     @app.after_request
     def _echo_request_id(response: Response) -> Response:
         request_id = g.get("request_id")

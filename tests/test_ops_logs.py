@@ -39,6 +39,18 @@ def logged(app: Flask, config: Config, capsys: pytest.CaptureFixture[str]) -> It
     root.handlers[:], root.level = handlers, level
 
 
+def test_what_is_logged_after_a_request_carries_none_of_its_context(
+    client: FlaskClient, logged: Callable[[], list[Any]]
+) -> None:
+    response = client.put(f"/{USER}/apps/log-app/events/buildEvent?apiToken={TOKEN}", json={})
+    assert response.status_code == 201
+    structlog.get_logger("test").info("between.requests")
+
+    between = [line for line in logged() if line["event"] == "between.requests"]
+    assert len(between) == 1
+    assert not {"request_id", "user", "app", "client"} & set(between[0])
+
+
 def test_an_accepted_event_logs_request_id_user_app_and_event_id(
     client: FlaskClient, logged: Callable[[], list[Any]]
 ) -> None:

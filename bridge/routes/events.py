@@ -54,12 +54,6 @@ def _authenticate() -> None:
     _check_app_name(str(g.app_name))
 
 
-@blueprint.teardown_request
-def _unbind(_error: BaseException | None) -> None:
-    """A worker thread serves many requests; the next one must not log under this one's user and app."""
-    structlog.contextvars.unbind_contextvars("user", "app")
-
-
 def _check_app_name(app_name: str) -> None:
     if len(app_name) > MAX_APP_NAME or _BAD_NAME_CHARACTERS.search(app_name):
         raise InvalidInput(
