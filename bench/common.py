@@ -295,9 +295,17 @@ async def _open_loop(
         async with slots:
             connection = idle.pop() if idle else None
             try:
+                if connection is not None:
+                    try:
+                        status, reply, keep = await _exchange(*connection, request)
+                    except (OSError, asyncio.IncompleteReadError, ValueError):
+                        # The server closed this kept-alive connection while it sat idle (gunicorn's keepalive):
+                        # send again on a new one, as HTTP clients do.
+                        connection[1].close()
+                        connection = None
                 if connection is None:
                     connection = await asyncio.open_connection(host, port)
-                status, reply, keep = await _exchange(*connection, request)
+                    status, reply, keep = await _exchange(*connection, request)
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 if connection is not None:
                     connection[1].close()
