@@ -109,6 +109,7 @@ class Sender:
         self._open: set[int] = set()
         self._lease_until = _now()
         self._lock = threading.Lock()
+        self._held: set[str] = set()
 
     def run_once(self, now: dt.datetime | None = None) -> PassResult:
         now = now or _now()
@@ -155,6 +156,7 @@ class Sender:
         """The kinds this pass may send (none while paused, unless it wins the probe), paused, probing."""
         state = outbox.read_sender_state(session)
         holds = {name.removeprefix(outbox.HOLD): value for name, value in state.items() if name.startswith(outbox.HOLD)}
+        self._held = set(holds)
         kinds = [kind for kind in BATCH_LIMITS if kind not in holds or _time(holds[kind]["until"]) <= now]
         pause = state.get(outbox.PAUSED)
         if pause is None:
@@ -194,6 +196,8 @@ class Sender:
             done = self._settle(kind, ids, outbox.DELIVERED, None, remote_id)
             result.delivered += done
             log.info("delivery.sent", kind=kind, count=done, status=reply.status, worker_id=self.worker_id)
+            if kind in self._held:
+                self._end_hold(kind)
             if probing:
                 self._resume()
                 result.paused = False
@@ -224,13 +228,18 @@ class Sender:
     def _retry(self, kind: str, batch: list[outbox.Claimed], reply: IntakeReply, result: PassResult) -> None:
         """Count the attempt, schedule the next one, and hold the endpoint until then (other workers too)."""
         now = _now()
-        delay = self.settings.retry.delay(max(row.attempts for row in batch) + 1, reply.retry_after)
-        next_attempt = now + dt.timedelta(seconds=delay)
         why = reply.error or f"{reply.status}"
         ids = [row.id for row in batch]
         with self.store.transaction() as session:
+            # The backoff follows the endpoint's failures in a row, not only this batch's attempts: during an
+            # outage, fresh rows (a final event replacing a retried running one) must not reset it to 2 s.
+            earlier = outbox.read_sender_state(session, lock=True).get(outbox.HOLD + kind) or {}
+            failures = int(earlier.get("failures", 0)) + 1
+            attempts = max(failures, max(row.attempts for row in batch) + 1)
+            delay = self.settings.retry.delay(attempts, reply.retry_after)
+            next_attempt = now + dt.timedelta(seconds=delay)
             retried, expired = outbox.reschedule(session, ids, self.worker_id, next_attempt, why)
-            hold = {"until": next_attempt.isoformat(), "status": reply.status}
+            hold = {"until": next_attempt.isoformat(), "status": reply.status, "failures": failures}
             outbox.write_sender_state(session, outbox.HOLD + kind, hold, now)
         with self._lock:
             self._open.difference_update(ids)
@@ -241,6 +250,12 @@ class Sender:
         log.warning(
             "delivery.retry", kind=kind, status=reply.status, count=retried, expired=expired, delay=round(delay, 3)
         )
+
+    def _end_hold(self, kind: str) -> None:
+        """The endpoint answered again: the next failure starts the backoff afresh."""
+        with self.store.transaction() as session:
+            outbox.write_sender_state(session, outbox.HOLD + kind, None, _now())
+        self._held.discard(kind)
 
     def _pause(self, reply: IntakeReply) -> None:
         """Store the pause for every process to see; log it at most once per interval, however many probes."""
