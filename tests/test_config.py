@@ -139,7 +139,7 @@ def test_heroku_postgres_urls_get_the_psycopg_driver() -> None:
     assert config.database_url == "postgresql+psycopg://u:p@host:5432/db"
 
 
-def test_the_deploy_guide_documents_every_variable() -> None:
-    guide = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text(encoding="utf-8")
+def test_the_readme_documents_every_variable() -> None:
+    guide = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
     assert [name for name in VARIABLES if f"| `{name}` |" not in guide] == []
