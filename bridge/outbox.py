@@ -16,7 +16,21 @@ import datetime as dt
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Text, and_, any_, bindparam, case, cast, delete, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -31,27 +45,30 @@ PAUSED = "delivery_paused"
 HOLD = "delivery_hold:"
 
 
-def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now: dt.datetime) -> list[OutboxItem]:
-    """Add the mapped bodies of one event; those the mapping found too old are stored as expired, not sent."""
-    items = [
-        OutboxItem(
-            event_id=event_id,
-            kind=outbound.kind,
-            unique_id=outbound.unique_id,
-            level=outbound.level,
-            final=outbound.final,
-            body=outbound.body,
-            end_time=outbound.end,
-            state=EXPIRED if outbound.expired_reason else PENDING,
-            reason=outbound.expired_reason,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
+def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now: dt.datetime) -> None:
+    """Add the mapped bodies of one event; those the mapping found too old are stored as expired, not sent.
+
+    One Core INSERT (executemany) rather than ORM objects: nothing reads the rows back in this transaction.
+    """
+    rows = [
+        {
+            "event_id": event_id,
+            "kind": outbound.kind,
+            "unique_id": outbound.unique_id,
+            "level": outbound.level,
+            "final": outbound.final,
+            "body": outbound.body,
+            "end_time": outbound.end,
+            "state": EXPIRED if outbound.expired_reason else PENDING,
+            "reason": outbound.expired_reason,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
         for outbound in outbounds
     ]
-    session.add_all(items)
-    return items
+    if rows:
+        session.execute(insert(_TABLE), rows)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""CPU per durable PUT buildEvent, in process: where the accept path spends its time, without a server in the way.
+
+    .venv/bin/python bench/profile_accept.py [--requests 2000] [--top 25] [--log-level INFO]
+
+Builds the app as ``serve`` does (JSON logs on, multi-process metrics directory, SQLite in WAL with fsync'd
+commits, the body-deadline middleware given a real socket) and sends requests through Flask's test client. Prints
+the CPU milliseconds per request without and then with cProfile, and cProfile's top functions by cumulative time.
+Not a throughput figure (no HTTP parsing, no gunicorn): a tool for finding what a change saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="profile-accept-"))
+
+    from bridge.config import load_config
+    from bridge.multiproc import make_metrics_dir
+
+    config = make_metrics_dir(
+        load_config(
+            {
+                "DATABASE_URL": f"sqlite:///{directory / 'bridge.db'}",
+                "BRIDGE_TOKENS": "jdoe:abcdefghijklmnopqrstuvwxyz0123456789z",
+                "BRIDGE_SINK_PATH": str(directory / "sink.jsonl"),
+                "LOG_LEVEL": args.log_level,
+            }
+        ),
+        os.environ,
+    )
+    from bridge import migrate
+    from bridge.app import create_app
+    from bridge.logs import configure_logging
+    from bridge.store import Store
+    from tests.reliability.harness import running_body
+
+    configure_logging(config)
+    sys.stderr = open(directory / "log.jsonl", "w")  # noqa: SIM115 (the logs are part of the cost, not the output)
+    store = Store(config.database_url)
+    migrate.upgrade(store)
+    app = create_app(config, store)
+    server_side, _client_side = socket.socketpair()
+    client = app.test_client()
+    client.environ_base["gunicorn.socket"] = server_side
+    import json
+
+    path = "/jdoe/apps/example/events/buildEvent?apiToken=abcdefghijklmnopqrstuvwxyz0123456789z"
+    bodies = [json.dumps(running_body(number)).encode() for number in range(args.requests)]
+
+    def run() -> float:
+        started = time.process_time()
+        for body in bodies:
+            response = client.put(path, data=body, content_type="application/json")
+            if response.status_code != 201:
+                raise SystemExit(f"unexpected {response.status_code}: {response.get_data(as_text=True)}")
+        return (time.process_time() - started) * 1000 / len(bodies)
+
+    run()  # warm-up: imports, statement caches, the first page of the table
+    plain = run()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    profiled = run()
+    profiler.disable()
+    sys.stderr = sys.__stderr__
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(args.top)
+    print(text.getvalue())
+    print(
+        f"CPU per request: {plain:.3f} ms (under cProfile {profiled:.3f} ms),"
+        f" {args.requests} requests, log level {args.log_level}"
+    )
+
+
+if __name__ == "__main__":
+    main()
