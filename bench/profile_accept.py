@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--sort", default="cumulative", help="cProfile order: cumulative or tottime")
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="profile-accept-"))
 
@@ -82,7 +83,7 @@ def main() -> None:
     profiler.disable()
     sys.stderr = sys.__stderr__
     text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(args.top)
+    pstats.Stats(profiler, stream=text).sort_stats(args.sort).print_stats(args.top)
     print(text.getvalue())
     print(
         f"CPU per request: {plain:.3f} ms (under cProfile {profiled:.3f} ms),"

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, insert, select
+from sqlalchemy import Select, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from adapters import distelli
@@ -49,6 +49,8 @@ MAX_EVENT_ID = 2**63 - 1
 _ASCII_NUMBER = re.compile(r"[0-9]{1,19}")
 _EVENTS = Event.metadata.tables[Event.__tablename__]
 _INSERTED = tuple(column.name for column in _EVENTS.columns if column.name != "id")
+# Statements built once: building one per request (bind parameters, cache key) cost more than running it.
+_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
 
 
 def parse_id(text: str) -> int | None:
@@ -116,7 +118,7 @@ def create_event(
     )
     _index_columns(event)
     row = {column: getattr(event, column) for column in _INSERTED}
-    event.id = session.execute(insert(_EVENTS).values(row).returning(_EVENTS.c.id)).scalar_one()
+    event.id = session.execute(_INSERT_EVENT, row).scalar_one()
     _translate(session, config, event, prior_status=None, received_at=received_at)
     return event
 
@@ -208,17 +210,12 @@ def _related(session: Session, event: Event) -> list[dict[str, Any]]:
     related = [parent for parent in (_parent(session, event, event.fields),) if parent is not None]
     release = event.fields.get("release_version")
     if event.event_type == distelli.DEPLOY and release:
-        build = _newest(
-            session,
-            event,
-            Event.event_type == distelli.BUILD,
-            Event.fields["release_version"].as_string() == str(release),
-        )
+        build = _newest(session, _BUILD_OF_RELEASE, event, release=str(release))
         if build is not None:
             related += [found for found in (build, _parent(session, event, build.fields)) if found is not None]
     commit = event.commit_id or next((other.commit_id for other in related if other.commit_id), None)
     if commit:
-        push = _newest(session, event, Event.event_type == distelli.PUSH, Event.commit_id == commit)
+        push = _newest(session, _PUSH_OF_COMMIT, event, commit=commit)
         if push is not None and push.id not in {other.id for other in related}:
             related.append(push)
     return [other.fields for other in related]
@@ -233,20 +230,28 @@ class _Other(NamedTuple):
     fields: dict[str, Any]
 
 
+# The newest event of one user and app meeting each statement's conditions.
+_NEWEST = (
+    select(Event.id, Event.event_type, Event.commit_id, Event.fields)
+    .where(Event.username == bindparam("username"), Event.app_name == bindparam("app_name"), Event.source == SOURCE)
+    .order_by(Event.id.desc())
+    .limit(1)
+)
+_PARENT = _NEWEST.where(Event.id == bindparam("id"), Event.event_type.in_((distelli.PUSH, distelli.PULL_REQUEST)))
+_PUSH_OF_COMMIT = _NEWEST.where(Event.event_type == distelli.PUSH, Event.commit_id == bindparam("commit"))
+_BUILD_OF_RELEASE = _NEWEST.where(
+    Event.event_type == distelli.BUILD, Event.fields["release_version"].as_string() == bindparam("release")
+)
+
+
 def _parent(session: Session, event: Event, fields: Mapping[str, Any]) -> _Other | None:
     """The push or pull request ``fields`` name as their parent, if it exists in the event's app."""
     number = parse_id(str(fields.get("parent_event_id") or ""))
-    if number is None:
-        return None
-    return _newest(session, event, Event.id == number, Event.event_type.in_((distelli.PUSH, distelli.PULL_REQUEST)))
+    return None if number is None else _newest(session, _PARENT, event, id=number)
 
 
-def _newest(session: Session, event: Event, *conditions: ColumnElement[bool]) -> _Other | None:
-    """The newest event of the same user and app that meets ``conditions``."""
-    query = select(Event.id, Event.event_type, Event.commit_id, Event.fields).where(
-        Event.username == event.username, Event.app_name == event.app_name, Event.source == SOURCE, *conditions
-    )
-    row = session.execute(query.order_by(Event.id.desc()).limit(1)).first()
+def _newest(session: Session, statement: Select[Any], event: Event, **values: object) -> _Other | None:
+    row = session.execute(statement, {"username": event.username, "app_name": event.app_name, **values}).first()
     return None if row is None else _Other(*row)
 
 
