@@ -40,6 +40,8 @@ _SECRET_HEADER = re.compile(r"((?:authorization|dd-api-key|dd-application-key)[\
 _SECRET_KEYS = frozenset(
     {"apitoken", "api_token", "dd-api-key", "dd_api_key", "authorization", "token", "secret", "password"}
 )
+# Words one of the two patterns above needs; a line with none of them (most lines) skips both substitutions.
+_SECRET_WORDS = ("token", "secret", "api_key", "apikey", "authorization", "dd-api-key", "dd-application-key")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Secret values from the configuration, replaced wherever they appear; set by configure_logging.
 _known_secrets: list[str] = []
@@ -47,7 +49,9 @@ _known_secrets: list[str] = []
 
 def redact(text: str) -> str:
     """Replace secret query values, secret header values and every configured secret in a log string."""
-    text = _SECRET_HEADER.sub(rf"\1{REDACTED}", _SECRET_QUERY.sub(rf"\1{REDACTED}", text))
+    lowered = text.lower()
+    if any(word in lowered for word in _SECRET_WORDS):
+        text = _SECRET_HEADER.sub(rf"\1{REDACTED}", _SECRET_QUERY.sub(rf"\1{REDACTED}", text))
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
