@@ -1,7 +1,11 @@
 """Running the app under gunicorn from the command line, with the config already loaded.
 
-The app is imported only in :meth:`BridgeGunicorn.load`, after the fork: importing it here would import
-prometheus_client before the multi-process metrics directory is known (see ``bridge.multiproc``).
+The app is imported only in :meth:`BridgeGunicorn.load`, never at this module's import: importing it here would
+import prometheus_client before the multi-process metrics directory is known (see ``bridge.multiproc``). gunicorn
+calls ``load`` in the master (``preload_app``), after that directory is set, so the web workers share the pages of
+the imported libraries instead of each importing them again. Building the app opens no connection and no metrics
+file; the ``post_fork`` hook still drops any pooled connection a worker inherited, since a database connection
+must not be used by two processes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
 
     return {
         "bind": f"0.0.0.0:{config.port}",
+        "preload_app": True,
+        "post_fork": post_fork,
         "workers": config.web_concurrency,
         "worker_class": "gthread",
         "threads": 4,
@@ -42,8 +48,16 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
     }
 
 
+def post_fork(_server: Any, worker: Any) -> None:
+    """In a new web worker: forget the connections of the app's pool inherited from the master, unclosed."""
+    app = getattr(worker.app, "callable", None)
+    store = getattr(app, "extensions", {}).get("bridge.store")
+    if store is not None:
+        store.engine.dispose(close=False)
+
+
 class BridgeGunicorn(BaseApplication):
-    """A gunicorn application that builds one bridge app per worker process, after the fork."""
+    """A gunicorn application that builds the bridge app once, in the master, for every web worker."""
 
     def __init__(self, config: Config, options: dict[str, Any] | None = None) -> None:
         self.bridge_config = config
