@@ -118,7 +118,7 @@ def create_event(
     )
     _index_columns(event)
     row = {column: getattr(event, column) for column in _INSERTED}
-    event.id = session.execute(_INSERT_EVENT, row).scalar_one()
+    event.id = session.connection().execute(_INSERT_EVENT, row).scalar_one()
     _translate(session, config, event, prior_status=None, received_at=received_at)
     return event
 
@@ -251,7 +251,8 @@ def _parent(session: Session, event: Event, fields: Mapping[str, Any]) -> _Other
 
 
 def _newest(session: Session, statement: Select[Any], event: Event, **values: object) -> _Other | None:
-    row = session.execute(statement, {"username": event.username, "app_name": event.app_name, **values}).first()
+    parameters = {"username": event.username, "app_name": event.app_name, **values}
+    row = session.connection().execute(statement, parameters).first()
     return None if row is None else _Other(*row)
 
 

@@ -68,7 +68,7 @@ def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now:
         for outbound in outbounds
     ]
     if rows:
-        session.execute(insert(_TABLE), rows)
+        session.connection().execute(_INSERT, rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +100,7 @@ class Claim:
 
 # Core statements on the table: the sender's updates touch many rows by id and need none of the ORM's bookkeeping.
 _TABLE = OutboxItem.metadata.tables[OutboxItem.__tablename__]
+_INSERT = insert(_TABLE)
 
 # The event as a batch carries it, cut from the stored JSON text by the database: a pipeline body's ``data``
 # object, a deployment whole. Parsing and re-encoding every body in Python would halve delivery throughput.
