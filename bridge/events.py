@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, insert, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from adapters import distelli
@@ -23,7 +23,7 @@ from adapters.base import MappingContext, rfc3339
 from bridge import outbox
 from bridge.config import Config
 from bridge.errors import Conflict, InvalidInput, NotFound
-from bridge.models import Event
+from bridge.models import Event, insert_event
 
 SOURCE = "distelli"
 SECRET_KEYS = frozenset({"apitoken", "api_token", "token", "password", "secret", "dd_api_key", "dd-api-key"})
@@ -47,10 +47,6 @@ DEFAULT_PAGE, MAX_PAGE = 10, 100
 # Ids are BIGINT; anything larger names no event (and would overflow SQLite's INTEGER in a query).
 MAX_EVENT_ID = 2**63 - 1
 _ASCII_NUMBER = re.compile(r"[0-9]{1,19}")
-_EVENTS = Event.metadata.tables[Event.__tablename__]
-_INSERTED = tuple(column.name for column in _EVENTS.columns if column.name != "id")
-# Statements built once: building one per request (bind parameters, cache key) cost more than running it.
-_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
 
 
 def parse_id(text: str) -> int | None:
@@ -95,11 +91,7 @@ def create_event(
     body: Mapping[str, Any],
     received_at: dt.datetime,
 ) -> Event:
-    """Store a new event and its translation; the returned event (not attached to the session) has its id.
-
-    One Core INSERT rather than an ORM object: the unit of work's bookkeeping cost more than the insert itself
-    on the accept path, and nothing reads the row back in this transaction.
-    """
+    """Store a new event and its translation; the returned event (not attached to the session) has its id."""
     state: dict[str, Any] = {}
     if event_type == distelli.BUILD:
         stored, state = distelli.advance_build(None, None, values, received_at)
@@ -117,8 +109,7 @@ def create_event(
         updated_at=received_at,
     )
     _index_columns(event)
-    row = {column: getattr(event, column) for column in _INSERTED}
-    event.id = session.connection().execute(_INSERT_EVENT, row).scalar_one()
+    insert_event(session, event)
     _translate(session, config, event, prior_status=None, received_at=received_at)
     return event
 

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from adapters.base import SourceRecord, WebhookAdapter
@@ -20,7 +20,7 @@ from bridge import outbox
 from bridge.config import Config
 from bridge.errors import InvalidInput
 from bridge.events import mapping_context
-from bridge.models import Event
+from bridge.models import Event, insert_event
 
 # The longest value each indexed column holds; a record over them is refused rather than failing on PostgreSQL.
 COLUMN_LIMITS = {
@@ -109,27 +109,23 @@ def receive(
         return Accepted(original.id, duplicate=True, enqueued=0)
     record = dataclasses.replace(record, received_at=received_at)
     earlier = history(session, adapter.name, record.run_key)
-    events = Event.metadata.tables[Event.__tablename__]
-    event_id = session.execute(
-        insert(events)
-        .values(
-            source=adapter.name,
-            username=adapter.name,
-            app_name=record.app_name,
-            event_type=record.event_type,
-            status=record.status,
-            branch=record.branch,
-            commit_id=record.commit_id,
-            run_key=record.run_key,
-            delivery_id=record.delivery_id,
-            fields=record.fields,
-            state={},
-            raw_body=raw_body,
-            event_time=received_at,
-            updated_at=received_at,
-        )
-        .returning(events.c.id)
-    ).scalar_one()
+    event = Event(
+        source=adapter.name,
+        username=adapter.name,
+        app_name=record.app_name,
+        event_type=record.event_type,
+        status=record.status,
+        branch=record.branch,
+        commit_id=record.commit_id,
+        run_key=record.run_key,
+        delivery_id=record.delivery_id,
+        fields=record.fields,
+        state={},
+        raw_body=raw_body,
+        event_time=received_at,
+        updated_at=received_at,
+    )
+    event_id = insert_event(session, event)
     outbounds = adapter.map(record, earlier, mapping_context(config, received_at))
     outbox.enqueue(session, event_id, outbounds, received_at)
     return Accepted(event_id, duplicate=False, enqueued=len(outbounds))
