@@ -20,17 +20,12 @@ from bridge import outbox
 from bridge.config import Config
 from bridge.errors import InvalidInput
 from bridge.events import mapping_context
-from bridge.models import Event, insert_event
+from bridge.models import Event, event_column_length, insert_event
 
 # The longest value each indexed column holds; a record over them is refused rather than failing on PostgreSQL.
 COLUMN_LIMITS = {
-    "event_type": 40,
-    "run_key": 400,
-    "app_name": 200,
-    "delivery_id": 200,
-    "status": 40,
-    "branch": 400,
-    "commit_id": 200,
+    name: event_column_length(name)
+    for name in ("event_type", "run_key", "app_name", "delivery_id", "status", "branch", "commit_id")
 }
 
 

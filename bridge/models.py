@@ -79,6 +79,12 @@ _EVENT_COLUMNS = tuple(column.name for column in _EVENTS.columns if column.name 
 _INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
 
 
+def event_column_length(name: str) -> int:
+    """How many characters a string column of the events table holds, for checks that must refuse longer values."""
+    length: int = _EVENTS.c[name].type.length  # type: ignore[attr-defined]
+    return length
+
+
 def insert_event(session: Session, event: Event) -> int:
     """Write a new, unattached event with one Core INSERT and set its id.
 

@@ -15,6 +15,7 @@ from bridge import events, metrics, outbox
 from bridge.auth import check_token
 from bridge.config import Config
 from bridge.errors import InvalidInput, NotFound
+from bridge.models import event_column_length
 from bridge.requestbody import json_object, load
 from bridge.store import Store
 
@@ -29,9 +30,9 @@ CREATE_ROUTES = {
 }
 SCHEMAS = {event_type: schema() for event_type, schema in distelli.SCHEMAS.items()}
 UPDATE_SCHEMA = distelli.BuildEventSchema()
-# The events table holds app names of up to 200 characters; control characters and undecodable bytes (which
-# arrive as U+FFFD) would make two names collide or be refused by PostgreSQL.
-MAX_APP_NAME = 200
+# What the events table holds; control characters and undecodable bytes (which arrive as U+FFFD) would make two
+# names collide or be refused by PostgreSQL.
+MAX_APP_NAME = event_column_length("app_name")
 _BAD_NAME_CHARACTERS = re.compile("[\x00-\x1f\x7f\ufffd]")
 
 
