@@ -5,6 +5,7 @@ The intake can hold requests on the wire, so a test knows a worker is mid-batch 
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -16,8 +17,20 @@ from bridge import outbox
 from bridge.intake import HttpIntake
 from bridge.sender import Sender
 from bridge.store import Store
+from bridge.worker import BATCH_LINGER_SECONDS
 from tests.intake_server import IntakeServer
-from tests.sender_support import accepted_ids, deliver_all, fill, rows, sent_by, start_worker, states, wait_until
+from tests.sender_support import (
+    accepted_ids,
+    add_event,
+    deliver_all,
+    fill,
+    pipeline_outbound,
+    rows,
+    sent_by,
+    start_worker,
+    states,
+    wait_until,
+)
 
 FAST_LEASE = {"BRIDGE_SENDER_LEASE_SECONDS": "2"}
 
@@ -157,3 +170,26 @@ def test_sigterm_while_the_intake_never_answers_releases_the_batch_and_exits_0(
     wait_until(lambda: intake.statuses() == [499])
     deliver_all(Sender(store, HttpIntake(intake.url, intake.api_key)), store)
     assert accepted_ids(intake) == unique_ids
+
+
+def test_a_steady_trickle_of_events_goes_out_in_a_few_batches_not_one_request_per_event(
+    store: Store, intake: IntakeServer, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """While events keep arriving, the worker waits a moment after a part-full batch (``BATCH_LINGER_SECONDS``)
+    so they reach the intake as a few requests a second rather than one small request per pass."""
+    worker = start_worker(store.database_url, intake.url, tmp_path / "worker.log")
+    processes.append(worker)
+    wait_until(lambda: (tmp_path / "worker.log").exists() and "worker.started" in (tmp_path / "worker.log").read_text())
+
+    unique_ids = []
+    for _ in range(300):
+        outbound = pipeline_outbound()
+        add_event(store, [outbound])
+        unique_ids.append(outbound.unique_id)
+    wait_until(lambda: states(store) == {outbox.DELIVERED: 300})
+
+    assert sorted(accepted_ids(intake)) == sorted(unique_ids)
+    arrivals = [request.at for request in intake.requests]
+    assert len(arrivals) < 100
+    assert min(later - earlier for earlier, later in itertools.pairwise(arrivals)) >= BATCH_LINGER_SECONDS * 0.9
+    assert _stop(worker) == 0
