@@ -23,13 +23,13 @@ def main() -> None:
     directory = workdir("accept")
 
     with baseline(directory, "bare") as server:
-        bare = throughput(server.base_url, args.seconds, args.connections)
+        bare = throughput(server.base_url, args.seconds, args.connections, server=server)
     with bridge(directory, sqlite_url(directory)) as server:
-        durable = throughput(server.base_url, args.seconds, args.connections)
+        durable = throughput(server.base_url, args.seconds, args.connections, server=server)
     with postgres_schema() as database_url, bridge(directory, database_url, WEB_CONCURRENCY="2") as server:
-        postgres = throughput(server.base_url, args.seconds, args.connections)
+        postgres = throughput(server.base_url, args.seconds, args.connections, server=server)
 
-    rows = [("server", "req/s", "non-2xx", "socket errors", "vs bare")]
+    rows = [("server", "req/s", "server CPU ms/request", "non-2xx", "socket errors", "vs bare")]
     for name, result in (
         ("bare Flask 'return 201'", bare),
         ("bridge, SQLite (durable)", durable),
@@ -37,7 +37,14 @@ def main() -> None:
     ):
         ratio = result.requests_per_second / bare.requests_per_second
         rows.append(
-            (name, f"{result.requests_per_second:.0f}", str(result.non_2xx), str(result.errors), f"{ratio:.2f}")
+            (
+                name,
+                f"{result.requests_per_second:.0f}",
+                f"{result.cpu_ms_per_request:.2f}",
+                str(result.non_2xx),
+                str(result.errors),
+                f"{ratio:.2f}",
+            )
         )
     print(f"# load: {bare.tool}, {args.connections} connections, {args.seconds:.0f} s each after a 2 s warm-up")
     table(rows)

@@ -169,15 +169,41 @@ class Throughput:
     non_2xx: int
     errors: int
     tool: str
+    cpu_ms_per_request: float = 0.0  # CPU (user + system) of every server process, per answered request
 
 
-def throughput(base_url: str, seconds: float, connections: int = 16, path: str = CREATE_PATH) -> Throughput:
-    """Closed-loop PUTs of a Running build for ``seconds`` (after a short warm-up) with ``connections`` clients."""
-    if shutil.which("wrk"):
-        _wrk(base_url, 2, connections, path)
-        return _wrk(base_url, seconds, connections, path)
-    _threaded(base_url, 2, connections, path)
-    return _threaded(base_url, seconds, connections, path)
+def throughput(
+    base_url: str,
+    seconds: float,
+    connections: int = 16,
+    path: str = CREATE_PATH,
+    server: BridgeProcess | None = None,
+) -> Throughput:
+    """Closed-loop PUTs of a Running build for ``seconds`` (after a short warm-up) with ``connections`` clients.
+
+    With ``server``, also the CPU its processes (master, web workers, delivery worker) spent per request during
+    the measured part: what a request costs, whatever the load generator took of the same cores.
+    """
+    run = _wrk if shutil.which("wrk") else _threaded
+    run(base_url, 2, connections, path)
+    pids = server.pids() if server else []
+    before = cpu_seconds(pids)
+    result = run(base_url, seconds, connections, path)
+    if pids and result.requests_per_second:
+        used = cpu_seconds(pids) - before
+        result.cpu_ms_per_request = used * 1000 / (result.requests_per_second * seconds)
+    return result
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU seconds of these processes so far (those that have gone count as zero)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def _wrk(base_url: str, seconds: float, connections: int, path: str) -> Throughput:
