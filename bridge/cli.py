@@ -40,16 +40,17 @@ def serve(config: Config, worker: bool) -> None:
 
     With --no-worker it runs the web server alone, for platforms that run ``pipeline-bridge worker`` separately.
     """
-    from bridge import migrate
     from bridge.logs import configure_logging
     from bridge.multiproc import metrics_dir
-    from bridge.store import Store
     from bridge.web import run_gunicorn
 
     with metrics_dir(config) as config:
         configure_logging(config)
         if config.is_sqlite:
-            migrate.upgrade(Store(config.database_url))
+            # In a child process, so that Alembic and SQLAlchemy (about 40 MB) stay out of the gunicorn master.
+            upgraded = subprocess.run([sys.executable, "-m", "bridge", "db", "upgrade"], stdout=subprocess.DEVNULL)
+            if upgraded.returncode:
+                sys.exit(upgraded.returncode)
         process = subprocess.Popen([sys.executable, "-m", "bridge", "worker"]) if worker else None
         try:
             run_gunicorn(config)
@@ -114,8 +115,10 @@ def db() -> None:
 def db_upgrade(config: Config) -> None:
     """Apply every pending migration."""
     from bridge import migrate
+    from bridge.logs import configure_logging
     from bridge.store import Store
 
+    configure_logging(config)
     migrate.upgrade(Store(config.database_url))
     click.echo("database is at the newest revision")
 

@@ -13,13 +13,15 @@ import sys
 import uuid
 from collections.abc import Iterable, MutableMapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from flask import Flask, Response, g, request
 from gunicorn.glogging import Logger as _GunicornBaseLogger
 
 from bridge.config import Config
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
 
 REDACTED = "[REDACTED]"
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -136,6 +138,9 @@ def configure_logging(config: Config) -> None:
 
 def init_app(app: Flask) -> None:
     """Give every request an id (the client's X-Request-ID when it is sane) bound to its logs and echoed back."""
+    # Imported here, not at the top: the delivery worker configures its logging from this module too and has no
+    # use for Flask.
+    from flask import g, request
 
     @app.before_request
     def _bind_request() -> None:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from flask import Flask, Response, g, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -27,6 +26,9 @@ from bridge import outbox
 from bridge.models import OutboxItem, SenderState
 from bridge.outbox import PENDING, STATES
 from bridge.store import Store
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
 
 log = structlog.get_logger(__name__)
 
@@ -134,6 +136,7 @@ def render(store: Store, metrics_dir: str | None) -> bytes:
 
 def init_app(app: Flask) -> None:
     """Count and time every request by its route pattern (not its path, which would explode the label set)."""
+    from flask import g, request  # here, not at the top: the delivery worker counts deliveries without Flask
 
     @app.before_request
     def _start_timer() -> None:

@@ -1,20 +1,34 @@
-"""Schema migrations through Alembic, run from code so no alembic.ini has to sit in the working directory."""
+"""Schema migrations through Alembic, run from code so no alembic.ini has to sit in the working directory.
+
+Alembic is imported only where migrations run. Importing any part of it loads all of it, Mako included: about
+7 MB in every process that does. The web processes only need to know, for /readyz, whether the database is at
+the newest revision, and both sides of that comparison are cheap to read without Alembic: the newest revision
+from the revision files' own ``revision`` / ``down_revision`` assignments, and the current one from Alembic's
+one-row version table.
+"""
 
 from __future__ import annotations
 
+import ast
+import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 
 from bridge.store import Store
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+    from sqlalchemy.engine import Connection
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "alembic_version"  # Alembic's default, which bridge/migrations/env.py keeps
 
 
 def _alembic_config() -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -22,15 +36,50 @@ def _alembic_config() -> AlembicConfig:
 
 def upgrade(store: Store) -> None:
     """Bring the database to the newest revision; safe to run on every start and from a release phase."""
+    from alembic import command
+
     config = _alembic_config()
     with store.engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
 
+@functools.cache
+def head_revision() -> str:
+    """The newest revision in ``migrations/versions``: the one no other revision names as its ``down_revision``.
+
+    The same answer as Alembic's ``ScriptDirectory.get_current_head()`` (a test holds them together), read from
+    the files' top-level assignments once per process.
+    """
+    parents: dict[str, set[str]] = {}
+    for path in sorted((MIGRATIONS / "versions").glob("*.py")):
+        values = {
+            target.id: ast.literal_eval(node.value)
+            for node in ast.parse(path.read_text()).body
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision")
+        }
+        if "revision" in values:
+            down = values.get("down_revision")
+            parents[values["revision"]] = set(down) if isinstance(down, tuple | list) else {down} if down else set()
+    heads = set(parents) - set().union(*parents.values())
+    if len(heads) != 1:
+        raise RuntimeError(f"expected one head revision in {MIGRATIONS / 'versions'}, found {sorted(heads)}")
+    return heads.pop()
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision the database is at, from Alembic's version table; None before the first migration."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revision: str | None = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()  # noqa: S608
+    return revision
+
+
 def pending_revision(store: Store) -> str | None:
     """The newest revision when the database is behind it, else None (used by /readyz)."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = head_revision()
     with store.engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
+        current = current_revision(connection)
     return None if current == head else head

@@ -1,11 +1,15 @@
-"""What the bridge says about itself: Prometheus metrics and the OpenAPI document of its API."""
+"""What the bridge says about itself: Prometheus metrics and the OpenAPI document of its API.
+
+``bridge.openapi`` (and apispec with it) is imported on the first request for the document, not at start:
+most processes never serve it, and each would otherwise carry apispec for nothing.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from bridge import metrics, openapi
+from bridge import metrics
 from bridge.config import Config
 from bridge.store import Store
 
@@ -23,4 +27,6 @@ def prometheus_metrics() -> Response:
 @blueprint.get("/openapi.json")
 def openapi_document() -> tuple[Response, int]:
     """The Distelli-compatible API, generated from the same marshmallow schemas the routes validate with."""
+    from bridge import openapi
+
     return jsonify(openapi.document()), 200
