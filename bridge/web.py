@@ -1,25 +1,22 @@
 """Running the app under gunicorn from the command line, with the config already loaded.
 
-Each web worker imports and builds the app itself, after the fork (no ``preload_app``), so the master holds only
-gunicorn, the logging setup and the configuration. Measured with ``bench/bench_memory.py`` (2 web workers and the
-delivery worker, SQLite, 100 req/s, 2026-11-25), against building the app once in the master before forking:
+The app is imported only in :meth:`BridgeGunicorn.load`, never at this module's import: importing it here would
+import prometheus_client before the multi-process metrics directory is known (see ``bridge.multiproc``). gunicorn
+calls ``load`` in the master (``preload_app``), after that directory is set, so the web workers share the pages of
+the imported libraries instead of each importing them again. Building the app opens no connection and no metrics
+file; the ``post_fork`` hook still drops any pooled connection a worker inherited, since a database connection
+must not be used by two processes.
 
-- summed RSS, the issue's measure: 223 MB instead of 251 MB (211 instead of 239 without ``rich``, which only the
-  test extras install). RSS counts a page shared by forked processes once in every process holding it, so a
-  master that has imported everything (~63 MB) adds its whole size again to each worker's figure;
-- total PSS, what the processes cost the machine together: 166 MB instead of 146 MB, since the workers no longer
-  share the pages of the imported libraries' Python objects with the master and each other (``gc.freeze`` kept
-  those shared under preload).
-
-Each worker thus starts in about a second instead of at once, which is also what a restarted worker costs, and
-a broken app is reported by the workers failing to boot rather than by the master. The app is never imported at
-this module's import anyway: prometheus_client must not be imported before the multi-process metrics directory is
-known (see ``bridge.multiproc``). Nothing is built before the fork, so no database connection or metrics file is
-inherited.
+Preloading is a choice for what memory really costs. Measured with ``bench/bench_memory.py`` (2 web workers and
+the delivery worker, SQLite, 100 req/s, 2026-11-25, 2-core AMD EPYC): total PSS 146 MB with preload against 166 MB
+without, because the workers share the master's imported libraries (``gc.freeze`` keeps those pages from being
+copied). Summed RSS reads the other way (251 MB against 223 MB) only because it counts every shared page once in
+each process holding it; a container's or a dyno's memory limit counts it once.
 """
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -39,7 +36,9 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
 
     return {
         "bind": f"0.0.0.0:{config.port}",
-        "preload_app": False,
+        "preload_app": True,
+        "pre_fork": pre_fork,
+        "post_fork": post_fork,
         "workers": config.web_concurrency,
         "worker_class": "gthread",
         "threads": 4,
@@ -57,8 +56,22 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
     }
 
 
+def pre_fork(_server: Any, _worker: Any) -> None:
+    """Move what the master built into the collector's permanent generation, so the workers' garbage collections
+    never write to (and so copy) the pages they share with it."""
+    gc.freeze()
+
+
+def post_fork(_server: Any, worker: Any) -> None:
+    """In a new web worker: forget the connections of the app's pool inherited from the master, unclosed."""
+    app = getattr(worker.app, "callable", None)
+    store = getattr(app, "extensions", {}).get("bridge.store")
+    if store is not None:
+        store.engine.dispose(close=False)
+
+
 class BridgeGunicorn(BaseApplication):
-    """A gunicorn application that builds the bridge app in each web worker."""
+    """A gunicorn application that builds the bridge app once, in the master, for every web worker."""
 
     def __init__(self, config: Config, options: dict[str, Any] | None = None) -> None:
         self.bridge_config = config
