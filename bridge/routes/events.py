@@ -9,13 +9,14 @@ from typing import Any
 
 import structlog
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from sqlalchemy.orm import Session
 
 from adapters import distelli
 from bridge import events, metrics, outbox
 from bridge.auth import check_token
 from bridge.config import Config
 from bridge.errors import InvalidInput, NotFound
-from bridge.models import event_column_length
+from bridge.models import Event, event_column_length
 from bridge.requestbody import json_object, load
 from bridge.store import Store
 
@@ -72,8 +73,10 @@ def _create(username: str, app_name: str, event_type: str) -> tuple[Response, in
     body = json_object()
     values = load(SCHEMAS[event_type], body)
     received_at = _now()
-    with _store().transaction() as session:
-        event = events.create_event(session, _config(), username, app_name, event_type, values, body, received_at)
+    config = _config()
+    event = _store().write(
+        lambda session: events.create_event(session, config, username, app_name, event_type, values, body, received_at)
+    )
     log.info("event.accepted", event_id=event.id, event_type=event_type, status=event.status)
     metrics.count_accepted(events.SOURCE, event_type)
     return jsonify({"event_id": str(event.id)}), 201
@@ -103,10 +106,13 @@ def update_build_event(username: str, app_name: str, event_id: str) -> tuple[Res
     body = json_object()
     values = load(UPDATE_SCHEMA, body)
     received_at = _now()
-    with _store().transaction() as session:
-        event = events.update_build(session, _config(), username, app_name, event_id, values, body, received_at)
-        delivery = outbox.delivery_summary(session, [event.id]).get(event.id)
-        view = events.event_view(event, delivery)
+    config = _config()
+
+    def update(session: Session) -> tuple[Event, dict[str, Any]]:
+        event = events.update_build(session, config, username, app_name, event_id, values, body, received_at)
+        return event, events.event_view(event, outbox.delivery_summary(session, [event.id]).get(event.id))
+
+    event, view = _store().write(update)
     log.info("event.updated", event_id=event.id, status=event.status)
     return jsonify({"event": view}), 200
 

@@ -60,8 +60,8 @@ def receive_hook(name: str) -> tuple[Response, int]:
     received_at = dt.datetime.now(dt.UTC)
     store: Store = current_app.extensions["bridge.store"]
     config: Config = current_app.extensions["bridge.config"]
-    with store.transaction() as session:
-        accepted = hooks.receive(session, config, adapter, record, hooks.stored_text(body), received_at)
+    raw_body = hooks.stored_text(body)
+    accepted = store.write(lambda session: hooks.receive(session, config, adapter, record, raw_body, received_at))
     log.info(
         "hook.accepted",
         source=name,

@@ -1,0 +1,147 @@
+"""Concurrent writes share transactions on SQLite (bridge/groupcommit.py) and stay each request's own.
+
+What a client sees must not change: every accepted request is stored before it is answered, a request that fails
+fails alone, and on SQLite the concurrent writes of one process cost fewer commits than writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+
+from bridge.errors import NotFound
+from bridge.models import Event, OutboxItem
+from bridge.store import Store
+from tests.conftest import TOKEN, USER
+from tests.reliability.harness import running_body
+
+APP = f"/{USER}/apps/example"
+
+
+def _add(session: Session, name: str) -> int:
+    row = Event(
+        source="test",
+        username="jdoe",
+        app_name=name,
+        event_type="build",
+        fields={},
+        state={},
+        raw_body="[]",
+        event_time=dt.datetime.now(dt.UTC),
+        updated_at=dt.datetime.now(dt.UTC),
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def _in_threads(count: int, target: Any) -> list[Any]:
+    results: list[Any] = [None] * count
+
+    def run(index: int) -> None:
+        try:
+            results[index] = target(index)
+        except Exception as exc:  # the test looks at what each thread got
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def _app_names(store: Store) -> list[str]:
+    with store.transaction() as session:
+        return sorted(session.scalars(select(Event.app_name).where(Event.source == "test")))
+
+
+def test_writes_queued_behind_a_busy_one_commit_together_and_each_gets_its_own_result(store: Store) -> None:
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda _connection: commits.append(1))
+    first_running = threading.Event()
+
+    def slow_first(session: Session) -> int:
+        first_running.set()
+        time.sleep(0.3)  # the others queue meanwhile
+        return _add(session, "first")
+
+    leader = threading.Thread(target=store.write, args=(slow_first,))
+    leader.start()
+    first_running.wait(5)
+    ids = _in_threads(6, lambda index: store.write(lambda session: _add(session, f"app-{index}")))
+    leader.join(10)
+
+    if store.is_sqlite:
+        assert len(commits) == 2  # the slow one, then the six that queued behind it
+    assert all(isinstance(value, int) for value in ids)
+    assert len(set(ids)) == 6
+    assert _app_names(store) == sorted(["first", *(f"app-{index}" for index in range(6))])
+
+
+def test_a_write_that_fails_in_a_group_fails_alone_and_leaves_nothing(store: Store) -> None:
+    first_running = threading.Event()
+
+    def slow_first(session: Session) -> int:
+        first_running.set()
+        time.sleep(0.3)
+        return _add(session, "first")
+
+    def write(index: int) -> int:
+        def add(session: Session) -> int:
+            new_id = _add(session, f"app-{index}")
+            if index == 2:
+                raise NotFound("no such thing")  # after its insert: the insert must be undone too
+            return new_id
+
+        return store.write(add)
+
+    leader = threading.Thread(target=store.write, args=(slow_first,))
+    leader.start()
+    first_running.wait(5)
+    results = _in_threads(5, write)
+    leader.join(10)
+
+    assert isinstance(results[2], NotFound)
+    assert all(isinstance(value, int) for index, value in enumerate(results) if index != 2)
+    assert _app_names(store) == sorted(["first", "app-0", "app-1", "app-3", "app-4"])
+
+
+def test_concurrent_builds_and_updates_through_the_api_are_all_stored_and_answered_alone(
+    app: Flask, store: Store
+) -> None:
+    def create(index: int) -> Any:
+        return app.test_client().put(f"{APP}/events/buildEvent?apiToken={TOKEN}", json=running_body(index))
+
+    created = _in_threads(40, create)
+    assert [response.status_code for response in created] == [201] * 40
+    ids = [response.get_json()["event_id"] for response in created]
+    assert len(set(ids)) == len(ids)
+
+    def update(index: int) -> Any:
+        target = ids[index] if index % 4 else "999999"  # every fourth names no event
+        return app.test_client().post(f"{APP}/events/{target}?apiToken={TOKEN}", json={"build_status": "Success"})
+
+    updated = _in_threads(len(ids), update)
+    for index, response in enumerate(updated):
+        if index % 4:
+            assert response.status_code == 200, response.get_json()
+            assert response.get_json()["event"]["build_status"] == "Success"
+        else:
+            assert response.status_code == 404
+            assert response.get_json()["error"]["code"] == "not_found"
+
+    with store.transaction() as session:
+        statuses = dict(session.execute(select(Event.id, Event.status).where(Event.source == "distelli")).all())
+        finals = session.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.final.is_(True)))
+    assert sorted(statuses) == sorted(int(value) for value in ids)
+    assert sorted(statuses[int(ids[index])] for index in range(len(ids)) if index % 4) == ["Success"] * 30
+    assert sorted(statuses[int(ids[index])] for index in range(len(ids)) if not index % 4) == ["Running"] * 10
+    assert finals == 30 * 2  # a final pipeline and a final job for each finished build
