@@ -113,6 +113,12 @@ def fill(store: Store, rows: int) -> list[bytes]:
         outbounds = [pipeline_outbound() for _ in range(min(1000, rows - start))]
         add_event(store, outbounds)
         encoded.extend(json.dumps(o.body["data"], separators=(",", ":")).encode() for o in outbounds)
+    if not store.is_sqlite:
+        # A running bridge's outbox has statistics (autovacuum analyzes it as it fills); a table filled in a second
+        # and drained at once still has an empty table's, and PostgreSQL then plans the claim as a sort of every
+        # pending row (128 ms a pass here) instead of an index scan in id order that stops at 1000 rows (7 ms).
+        with store.transaction() as session:
+            session.execute(text("ANALYZE outbox"))
     return encoded
 
 
@@ -205,7 +211,8 @@ def main() -> None:
     database = "postgresql" if args.database_url else "sqlite"
     lines = [
         f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cpus, {cpu_model()}",
-        f"database: {database}; rows: {args.rows}; best of {args.rounds} rounds",
+        f"database: {database}; rows: {args.rows}; best of {args.rounds} rounds"
+        + ("; outbox analyzed after each fill" if args.database_url else ""),
         f"sender (gzip):        {sender_rate:10.0f} events/s",
         f"sender (no gzip):     {plain_rate:10.0f} events/s",
         f"bare loop:            {bare_rate:10.0f} events/s (pre-built 1000-event batches)",
