@@ -145,3 +145,41 @@ def test_concurrent_builds_and_updates_through_the_api_are_all_stored_and_answer
     assert sorted(statuses[int(ids[index])] for index in range(len(ids)) if index % 4) == ["Success"] * 30
     assert sorted(statuses[int(ids[index])] for index in range(len(ids)) if not index % 4) == ["Running"] * 10
     assert finals == 30 * 2  # a final pipeline and a final job for each finished build
+
+
+def test_a_failed_update_in_the_same_group_as_a_good_one_of_the_same_build_leaves_the_good_one_answered(
+    app: Flask, store: Store
+) -> None:
+    """Two updates of one build share a group; the second changes the build and then fails validation, so its
+    savepoint is rolled back and the build's row object expired: the first must still get its 200."""
+    client = app.test_client()
+    created = client.put(f"{APP}/events/buildEvent?apiToken={TOKEN}", json=running_body(1) | {"build_status": "Queued"})
+    event_id = created.get_json()["event_id"]
+    first_running = threading.Event()
+
+    def slow_first(session: Session) -> int:
+        first_running.set()
+        time.sleep(0.3)  # both updates queue meanwhile, the good one first
+        return _add(session, "first")
+
+    def update(index: int) -> Any:
+        time.sleep(0.05 * index)
+        body = (
+            {"build_status": "Running"}
+            if index == 0
+            else {"build_status": "Success", "build_end": "2001-01-01T00:00:00Z"}
+        )
+        return app.test_client().post(f"{APP}/events/{event_id}?apiToken={TOKEN}", json=body)
+
+    leader = threading.Thread(target=store.write, args=(slow_first,))
+    leader.start()
+    first_running.wait(5)
+    good, bad = _in_threads(2, update)
+    leader.join(10)
+
+    assert good.status_code == 200, good.get_data(as_text=True)
+    assert good.get_json()["event"]["build_status"] == "Running"
+    assert bad.status_code == 400
+    listed = client.get(f"{APP}/events?apiToken={TOKEN}").get_json()["events"][0]
+    assert listed["build_status"] == "Running"
+    assert listed["build_end"] is None  # the refused update's end was undone with its savepoint

@@ -16,7 +16,7 @@ from bridge import events, metrics, outbox
 from bridge.auth import check_token
 from bridge.config import Config
 from bridge.errors import InvalidInput, NotFound
-from bridge.models import Event, event_column_length
+from bridge.models import event_column_length
 from bridge.requestbody import json_object, load
 from bridge.store import Store
 
@@ -108,12 +108,14 @@ def update_build_event(username: str, app_name: str, event_id: str) -> tuple[Res
     received_at = _now()
     config = _config()
 
-    def update(session: Session) -> tuple[Event, dict[str, Any]]:
+    def update(session: Session) -> dict[str, Any]:
+        # Plain values only leave the transaction: with group commit another write's rolled-back savepoint can
+        # expire this build's row object before the route reads it.
         event = events.update_build(session, config, username, app_name, event_id, values, body, received_at)
-        return event, events.event_view(event, outbox.delivery_summary(session, [event.id]).get(event.id))
+        return events.event_view(event, outbox.delivery_summary(session, [event.id]).get(event.id))
 
-    event, view = _store().write(update)
-    log.info("event.updated", event_id=event.id, status=event.status)
+    view = _store().write(update)
+    log.info("event.updated", event_id=view["event_id"], status=view["build_status"])
     return jsonify({"event": view}), 200
 
 
