@@ -47,7 +47,8 @@ def serve(config: Config, worker: bool) -> None:
     with metrics_dir(config) as config:
         configure_logging(config)
         if config.is_sqlite:
-            # In a child process, so that Alembic and SQLAlchemy (about 40 MB) stay out of the gunicorn master.
+            # In a child process, so that Alembic and Mako (about 7 MB) stay out of the gunicorn master, whose
+            # pages every web worker shares and counts.
             upgraded = subprocess.run([sys.executable, "-m", "bridge", "db", "upgrade"], stdout=subprocess.DEVNULL)
             if upgraded.returncode:
                 sys.exit(upgraded.returncode)
