@@ -49,15 +49,10 @@ class Worker:
     """Loops over :meth:`Sender.run_once`, sleeping while there is nothing due."""
 
     def __init__(
-        self,
-        sender: Sender,
-        idle_poll: float = IDLE_POLL_SECONDS,
-        stop_grace: float = STOP_GRACE_SECONDS,
-        linger: float = BATCH_LINGER_SECONDS,
+        self, sender: Sender, idle_poll: float = IDLE_POLL_SECONDS, stop_grace: float = STOP_GRACE_SECONDS
     ) -> None:
         self.sender = sender
         self.idle_poll = idle_poll
-        self.linger = linger
         self.stop_grace = stop_grace
         self.stopping = threading.Event()
         self._watchdog: threading.Timer | None = None
@@ -86,7 +81,7 @@ class Worker:
                 if claimed == 0:
                     self.stopping.wait(self.idle_poll)
                 elif claimed < self.sender.settings.batch_size:
-                    self.stopping.wait(self.linger)
+                    self.stopping.wait(BATCH_LINGER_SECONDS)
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
