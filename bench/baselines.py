@@ -1,6 +1,6 @@
 """The baselines the bridge is measured against, served by gunicorn with exactly the bridge's settings.
 
-``bare``: a Flask app that answers every PUT with 201 and does nothing else, the ceiling of Flask + gunicorn here.
+``bare``: a Flask app that answers every PUT with 200 and does nothing else, the ceiling of Flask + gunicorn here.
 ``naive``: a Flask handler that posts each event to the intake (``DD_INTAKE_URL``) and answers only afterwards,
 the design the bridge replaces.
 
@@ -31,7 +31,7 @@ def bare_app() -> Flask:
     @app.put("/<path:_path>")
     def accept(_path: str) -> Any:
         request.get_data()
-        return jsonify({"event_id": "1"}), 201
+        return jsonify({"event_id": "1"}), 200
 
     return app
 
@@ -54,7 +54,7 @@ def naive_app(intake_url: str, api_key: str) -> Flask:
         )
         if not reply.ok:
             return jsonify({"error": {"code": "intake", "message": str(reply.status_code)}}), 502
-        return jsonify({"event_id": "1"}), 201
+        return jsonify({"event_id": "1"}), 200
 
     return app
 

@@ -1,4 +1,4 @@
-"""Accept throughput: the durable PUT buildEvent path versus a bare Flask "return 201" app, same gunicorn settings.
+"""Accept throughput: the durable PUT buildEvent path versus a bare Flask "return 200" app, same gunicorn settings.
 
     .venv/bin/python bench/bench_accept.py [--seconds 15] [--connections 16] [--rounds 3]
 
@@ -52,7 +52,7 @@ def main() -> None:
 
     rows = [("server", "req/s", "server CPU ms/request", "non-2xx", "socket errors", "vs bare")]
     for name, result in (
-        ("bare Flask 'return 201'", bare),
+        ("bare Flask 'return 200'", bare),
         ("bridge, SQLite (durable)", durable),
         ("bridge, PostgreSQL, 2 web processes", postgres),
     ):

@@ -1,9 +1,9 @@
-"""Accepted-to-delivered latency: from the 201 a client gets to the intake receiving the event, at 200 req/s.
+"""Accepted-to-delivered latency: from the 200 a client gets to the intake receiving the event, at 200 req/s.
 
     .venv/bin/python bench/bench_e2e_latency.py [--rate 200] [--seconds 30]
 
 ``pipeline-bridge serve`` on SQLite delivers to the stand-in intake (``stand_in.py``, answering 202 at once),
-which records when it first received each pipeline ``unique_id``; the open-loop generator records when each 201
+which records when it first received each pipeline ``unique_id``; the open-loop generator records when each 200
 arrived. The pipeline-level running event of every accepted build is looked up. Target: p99 <= 1 s.
 """
 
@@ -43,7 +43,7 @@ def main() -> None:
         sent = open_loop(server.base_url, args.rate, args.seconds)
         accepted = {
             f"{run_uuids(event_id)[0]}/pipeline/running": item.answered_at
-            for event_id, item in zip(event_ids(sent), [item for item in sent if item.status == 201], strict=True)
+            for event_id, item in zip(event_ids(sent), [item for item in sent if item.status == 200], strict=True)
         }
         deadline = time.monotonic() + DRAIN_SECONDS
         received = stand_in_received(intake_url)

@@ -65,7 +65,7 @@ def main() -> None:
             sizes, pss = memory_by_role(server)
             totals.append(sum(sizes.values()))
             proportional.append(pss)
-            failed = sum(1 for item in sent if item.status != 201)
+            failed = sum(1 for item in sent if item.status != 200)
             cells = [f"{size:.1f}" for size in (*sizes.values(), totals[-1], pss)]
             rows.append((str(sample * SAMPLE_SECONDS), *cells, str(failed)))
             print(

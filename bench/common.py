@@ -409,4 +409,4 @@ def table(rows: list[tuple[str, ...]]) -> None:
 
 
 def event_ids(sent: list[Sent]) -> list[str]:
-    return [json.loads(item.body)["event_id"] for item in sent if item.status == 201]
+    return [json.loads(item.body)["event_id"] for item in sent if item.status == 200]

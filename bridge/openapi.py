@@ -154,7 +154,10 @@ def document() -> dict[str, Any]:
                     "security": security,
                     "requestBody": {"required": False, "content": _json(request_schema)},
                     "responses": {
-                        "201": {"description": "Stored; delivery follows", "content": _json(CreatedSchema)},
+                        "200": {
+                            "description": "Stored; delivery follows (200: Jenkinsfile clients accept only 200)",
+                            "content": _json(CreatedSchema),
+                        },
                         **_errors(400, 401, 413, 500),
                     },
                 }

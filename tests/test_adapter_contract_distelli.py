@@ -40,7 +40,7 @@ def replay(client: FlaskClient, token: str = TOKEN) -> list[int]:
     for path, sample in CREATES.items():
         answer = client.put(f"/{USER}/apps/example-node/events/{path}?apiToken={token}", data=_read(sample))
         statuses.append(answer.status_code)
-        if path == "buildEvent" and answer.status_code == 201:
+        if path == "buildEvent" and answer.status_code == 200:
             build_id = answer.get_json()["event_id"]
     update = client.post(
         f"/{USER}/apps/example-node/events/{build_id or 1}?apiToken={token}", data=_read("update_build_event.json")
@@ -65,7 +65,7 @@ def fresh_app(make_config: Callable[..., Config], path: Path) -> tuple[FlaskClie
 
 
 def test_the_spec_samples_are_accepted(client: FlaskClient) -> None:
-    assert replay(client) == [201, 201, 201, 201, 200]
+    assert replay(client) == [200, 200, 200, 200, 200]
 
 
 def test_every_queued_body_is_valid_and_every_refusable_one_is_expired(client: FlaskClient, store: Store) -> None:

@@ -35,7 +35,7 @@ def test_build_from_running_to_success_reaches_the_intake_as_running_then_final(
             "branch": "origin/master",
         },
     )
-    assert created.status_code == 201
+    assert created.status_code == 200
     event_id = created.get_json()["event_id"]
     sender = Sender(store, HttpIntake(intake.url, intake.api_key))
 

@@ -87,10 +87,10 @@ def _seed(client: FlaskClient) -> str:
     """A push, a running build of the same commit and a successful deploy; returns the build's id."""
     base = f"/{USER}/apps/{SEEDED_APP}/events"
     commit = {"commit_id": "0123456789abcdef0123456789abcdef01234567", "repo_url": "https://github.com/jdoe/app"}
-    assert client.put(f"{base}/pushEvent?apiToken={TOKEN}", json={**commit, "branch": "main"}).status_code == 201
+    assert client.put(f"{base}/pushEvent?apiToken={TOKEN}", json={**commit, "branch": "main"}).status_code == 200
     build = client.put(f"{base}/buildEvent?apiToken={TOKEN}", json={**commit, "build_status": "Running"})
     deploy = client.put(f"{base}/deployEvent?apiToken={TOKEN}", json={**commit, "deployment_status": "Success"})
-    assert build.status_code == deploy.status_code == 201
+    assert build.status_code == deploy.status_code == 200
     return str(build.get_json()["event_id"])
 
 

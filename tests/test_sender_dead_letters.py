@@ -35,7 +35,7 @@ def _build(client: FlaskClient) -> int:
             "branch": "master",
         },
     )
-    assert created.status_code == 201
+    assert created.status_code == 200
     return int(created.get_json()["event_id"])
 
 

@@ -79,7 +79,7 @@ def _create(username: str, app_name: str, event_type: str) -> tuple[Response, in
     )
     log.info("event.accepted", event_id=event.id, event_type=event_type, status=event.status)
     metrics.count_accepted(events.SOURCE, event_type)
-    return jsonify({"event_id": str(event.id)}), 201
+    return jsonify({"event_id": str(event.id)}), 200
 
 
 for _path, _event_type in CREATE_ROUTES.items():

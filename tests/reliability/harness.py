@@ -199,7 +199,7 @@ def update_url(base_url: str, event_id: str) -> str:
 
 @dataclasses.dataclass
 class Accepted:
-    """What the clients were told: builds whose Running PUT got 201, and those whose Success POST got 200."""
+    """What the clients were told: builds whose Running PUT got 200, and those whose Success POST got 200."""
 
     running: dict[str, int] = dataclasses.field(default_factory=dict)
     final: set[str] = dataclasses.field(default_factory=set)
@@ -211,7 +211,7 @@ class WebhookLoad:
     """``builds`` CI builds (PUT Running, then POST Success) sent from ``threads`` keep-alive clients.
 
     A request that fails to connect or gets no answer is retried for ``retry_seconds``, as a CI tool's retry
-    would, so the load goes on after a restart; only an answered 201 or 200 counts as accepted.
+    would, so the load goes on after a restart; only an answered 200 counts as accepted.
     """
 
     def __init__(self, base_url: str, builds: int, threads: int = 6, retry_seconds: float = 30.0) -> None:
@@ -257,7 +257,7 @@ class WebhookLoad:
         session = requests.Session()
         while (number := self._take()) is not None:
             reply = self._send(session, "PUT", create_url(self.base_url), running_body(number))
-            if reply is None or reply.status_code != 201:
+            if reply is None or reply.status_code != 200:
                 with self.accepted.lock:
                     self.accepted.refused += 1
                 continue
