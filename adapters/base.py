@@ -284,13 +284,34 @@ def optional_text(**kwargs: Any) -> fields.String:
     return fields.String(allow_none=True, **kwargs)
 
 
-class Moment(fields.String):
-    """A time in any form :func:`parse_time` reads, kept as the source wrote it so stored fields stay raw."""
+# Times a run can have: a year inside the calendar's ends once in UTC, so adding a queue time or a duration (at
+# most a year, see MAX_DURATION) can never leave the calendar.
+EARLIEST = dt.datetime(2, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9998, 12, 31, tzinfo=dt.UTC)
+# Go's and .NET's zero time: what their clients send for "not set".
+ZERO_TIME = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        if parse_time(text) is None:
+
+class Moment(fields.Field):
+    """A time in any form :func:`parse_time` reads, kept as the source wrote it so stored fields stay raw.
+
+    A zero time (year 1, midnight UTC) is read as missing; any other time outside :data:`EARLIEST` ..
+    :data:`LATEST` once in UTC is refused, so no later arithmetic on it can overflow into a 500.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        text = fields.String()._deserialize(value, attr, data, **kwargs)
+        moment = parse_time(text)
+        if moment is None:
             raise ValidationError("Not a date and time.")
+        try:
+            in_utc = moment.astimezone(dt.UTC)
+        except (OverflowError, ValueError):
+            raise ValidationError("Not a date and time the calendar can hold in UTC.") from None
+        if in_utc == ZERO_TIME:
+            return None
+        if not EARLIEST <= in_utc <= LATEST:
+            raise ValidationError(f"Not between {EARLIEST.year} and {LATEST.year}.")
         return text
 
 
@@ -372,3 +393,37 @@ def milliseconds_between(start: dt.datetime | None, end: dt.datetime | None) -> 
     if start is None or end is None:
         return 0
     return max(0, int((end - start).total_seconds() * 1000))
+
+
+def delivery_id(value: Any) -> str | None:
+    """A delivery id, or None when the source sent none or an empty one.
+
+    An empty id names no delivery: kept as ``''`` it would make every later empty one look like a repeat of the
+    first. Such a webhook is accepted like one from a source that sends no id (not deduplicated).
+    """
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def split_ref(ref: str | None) -> tuple[str | None, str | None]:
+    """A CI tool's ref as ``(branch, tag)`` in the names a user sees.
+
+    ``refs/heads/``, ``refs/remotes/origin/``, ``refs/remotes/`` and ``origin/`` go (``origin/main`` is ``main``);
+    ``refs/tags/v1`` is the tag ``v1``; any other ref (``refs/pull/166/head``) loses ``refs/``, as ``git`` shows it.
+    """
+    if not ref:
+        return None, None
+    if ref.startswith("refs/tags/"):
+        return None, ref.removeprefix("refs/tags/") or None
+    for prefix in ("refs/heads/", "refs/remotes/origin/", "refs/remotes/", "origin/", "refs/"):
+        if ref.startswith(prefix):
+            return ref.removeprefix(prefix) or None, None
+    return ref, None
+
+
+def rfc3339_or_none(value: Any) -> str | None:
+    """A time in any form :func:`parse_time` reads as RFC 3339 in UTC, or None when it is missing or unusable."""
+    moment = parse_time(value)
+    try:
+        return rfc3339(moment) if moment else None
+    except (OverflowError, ValueError):
+        return None

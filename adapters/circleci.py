@@ -2,6 +2,11 @@
 
 CircleCI only tells when things end, so each webhook is one final event: a workflow becomes a Datadog pipeline
 and a job a job of that pipeline. The payload's own ``id`` identifies the delivery.
+
+``workflow.status`` exists only in ``workflow-completed``; a ``job-completed`` may carry no ``workflow`` at all
+(GitLab and GitHub App projects), and then belongs to a pipeline named after the CircleCI pipeline. Projects of
+those kinds have no ``pipeline.vcs`` either: their commit comes from ``pipeline.trigger_parameters``.
+CircleCI 1.0's ``notify`` webhooks (``{"payload": {...}}``) are refused: CircleCI 1.0 was shut down in 2018.
 """
 
 from __future__ import annotations
@@ -16,23 +21,27 @@ from adapters.base import (
     Moment,
     Outbound,
     PayloadSchema,
+    Rejected,
     SourceRecord,
     author_email,
     ci_outbound,
+    delivery_id,
     git_info,
     header,
     hmac_sha256_hex,
     json_object,
     load,
     optional_text,
-    parse_time,
     rfc3339,
+    rfc3339_or_none,
     secrets_match,
     transition,
 )
 
 PROVIDER = "circleci"
 WORKFLOW, JOB = "workflow-completed", "job-completed"
+# The trigger_parameters keys that describe the commit of a project without pipeline.vcs.
+TRIGGER_SOURCES = ("gitlab", "github_app")
 STATUSES = {
     "success": "success",
     "failed": "error",
@@ -71,12 +80,13 @@ class PipelineSchema(PayloadSchema):
     number = fields.Integer(allow_none=True)
     trigger = fields.Nested(PayloadSchema.from_dict({"type": optional_text()}), allow_none=True)
     vcs = fields.Nested(VcsSchema, allow_none=True)
+    trigger_parameters = fields.Dict(allow_none=True)
 
 
 class WorkflowSchema(PayloadSchema):
     id = fields.String(required=True)
     name = fields.String(required=True)
-    status = fields.String(required=True)
+    status = optional_text()  # only in workflow-completed
     created_at = Moment(required=True)
     stopped_at = Moment(allow_none=True)
     url = fields.String(required=True)
@@ -106,6 +116,7 @@ class WebhookSchema(PayloadSchema):
 
 
 class JobWebhookSchema(WebhookSchema):
+    workflow = fields.Nested(WorkflowSchema, allow_none=True)
     job = fields.Nested(JobSchema, required=True)
 
 
@@ -134,45 +145,63 @@ class CircleCIAdapter:
 
     def parse(self, headers: Mapping[str, str], body: bytes) -> SourceRecord | None:
         data = json_object(body)
+        if "payload" in data and "type" not in data:
+            raise Rejected(
+                "This is a CircleCI 1.0 notify webhook, which the bridge does not read: CircleCI 1.0 was shut down "
+                "in 2018. Add a webhook in the project's settings (workflow-completed and job-completed) instead."
+            )
         kind = data.get("type") or header(headers, "circleci-event-type")
+        if not isinstance(kind, str):
+            raise Rejected("Some fields are invalid.", fields={"type": ["Not a valid string."]})
         if kind not in SCHEMAS:
             return None  # "ping" and any event type CircleCI adds later
-        values = load(SCHEMAS[str(kind)], data)
-        vcs = values["pipeline"].get("vcs") or {}
+        values = load(SCHEMAS[kind], data)
         unit = values["job"] if kind == JOB else values["workflow"]
+        if not unit.get("status"):
+            missing = {"workflow": {"status": ["Missing data for required field."]}}
+            raise Rejected("Some fields are invalid.", fields=missing)
+        commit = _commit(values["pipeline"])
         return SourceRecord(
-            event_type=str(kind),
+            event_type=kind,
             run_key=f"{values['project']['slug']}#{'job' if kind == JOB else 'workflow'}:{unit['id']}",
             app_name=values["project"]["slug"],
             fields=values,
-            delivery_id=values["id"],
+            delivery_id=delivery_id(values["id"]),
             status=STATUSES.get(unit["status"], "error"),
-            branch=vcs.get("branch"),
-            commit_id=vcs.get("revision"),
+            branch=commit.get("branch"),
+            commit_id=commit.get("sha"),
         )
 
     def map(self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext) -> list[Outbound]:
         if transition(record, history) is None:
             return []
         values = record.fields
-        workflow = values["workflow"]
-        pipeline_uuid = context.run_uuid(PROVIDER, "workflow", workflow["id"])
+        workflow, pipeline = values.get("workflow"), values["pipeline"]
+        slug = values["project"]["slug"]
+        if workflow:
+            pipeline_uuid = context.run_uuid(PROVIDER, "workflow", workflow["id"])
+            pipeline_name, pipeline_url = workflow["name"], workflow["url"]
+        else:  # a job-completed of a GitLab or GitHub App project: its pipeline is all it names
+            pipeline_uuid = context.run_uuid(PROVIDER, "pipeline", pipeline["id"])
+            pipeline_name = values["project"].get("name") or slug
+            pipeline_url = f"https://app.circleci.com/pipelines/{slug}/{pipeline.get('number') or ''}".rstrip("/")
         common: dict[str, Any] = {"status": record.status}
         git = _git(values, context)
         if git:
             common["git"] = git
         if record.event_type == WORKFLOW:
+            assert workflow is not None  # the workflow-completed schema requires it
             resource: dict[str, Any] = {
                 "level": "pipeline",
                 "unique_id": pipeline_uuid,
-                "name": workflow["name"],
-                "url": workflow["url"],
+                "name": pipeline_name,
+                "url": pipeline_url,
                 "start": workflow["created_at"],
                 "end": workflow.get("stopped_at") or rfc3339(context.received_at),
                 "partial_retry": False,
                 **common,
             }
-            number = values["pipeline"].get("number")
+            number = pipeline.get("number")
             if number is not None:
                 resource["pipeline_id"] = str(number)
             what, raw = f"workflow {workflow['name']!r}", workflow["status"]
@@ -184,8 +213,8 @@ class CircleCIAdapter:
                 "id": context.run_uuid(PROVIDER, "job", job["id"]),
                 "name": job["name"],
                 "pipeline_unique_id": pipeline_uuid,
-                "pipeline_name": workflow["name"],
-                "url": f"{workflow['url']}/jobs/{job['number']}" if job.get("number") else workflow["url"],
+                "pipeline_name": pipeline_name,
+                "url": f"{pipeline_url}/jobs/{job['number']}" if workflow and job.get("number") else pipeline_url,
                 "start": job.get("started_at") or end,
                 "end": end,
                 **common,
@@ -193,31 +222,73 @@ class CircleCIAdapter:
             what, raw = f"job {job['name']!r}", job["status"]
         if record.status == "error":
             resource["error"] = {"domain": "unknown", "type": raw, "message": f"CircleCI: {what} ended {raw}"}
-        resource["tags"] = [f"circleci.project:{values['project']['slug']}", f"circleci.status:{raw}"]
-        trigger = (values["pipeline"].get("trigger") or {}).get("type")
+        resource["tags"] = [f"circleci.project:{slug}", f"circleci.status:{raw}"]
+        trigger = (pipeline.get("trigger") or {}).get("type")
         if trigger:
             resource["tags"].append(f"circleci.trigger:{trigger}")
         return [ci_outbound(resource, PROVIDER, context)]
 
 
+def _text(value: Any) -> str | None:
+    """A non-empty string, else None: CircleCI's trigger parameters carry ``""`` for unset."""
+    return value if isinstance(value, str) and value else None
+
+
+def _commit(pipeline: Mapping[str, Any]) -> dict[str, Any]:
+    """The pipeline's commit in one shape: from ``pipeline.vcs`` (GitHub OAuth and Bitbucket projects), else from
+    ``pipeline.trigger_parameters`` (GitLab and GitHub App projects send no ``vcs``)."""
+    vcs = pipeline.get("vcs") or {}
+    if vcs.get("revision"):
+        commit = vcs.get("commit") or {}
+        author, committer = commit.get("author") or {}, commit.get("committer") or {}
+        return {
+            "repository": vcs.get("origin_repository_url") or vcs.get("target_repository_url"),
+            "sha": vcs["revision"],
+            "branch": vcs.get("branch"),
+            "tag": vcs.get("tag"),
+            "message": "\n\n".join(part for part in (commit.get("subject"), commit.get("body")) if part),
+            "author_name": author.get("name"),
+            "author_email": author.get("email"),
+            "committer_name": committer.get("name"),
+            "committer_email": committer.get("email"),
+            "commit_time": commit.get("committed_at"),
+        }
+    parameters = pipeline.get("trigger_parameters") or {}
+    source: Mapping[str, Any] = next(
+        (parameters[key] for key in TRIGGER_SOURCES if isinstance(parameters.get(key), dict)), {}
+    )
+    git: Mapping[str, Any] = parameters["git"] if isinstance(parameters.get("git"), dict) else {}
+
+    def first(*values: Any) -> str | None:
+        return next((text for value in values if (text := _text(value))), None)
+
+    return {
+        "repository": first(source.get("web_url"), source.get("repo_url"), git.get("checkout_url")),
+        "sha": first(source.get("checkout_sha"), source.get("commit_sha"), git.get("checkout_sha")),
+        "branch": first(source.get("branch"), git.get("branch")),
+        "tag": first(source.get("tag"), git.get("tag")),
+        "message": first(source.get("commit_message"), source.get("commit_title")),
+        "author_name": first(source.get("commit_author_name")),
+        "author_email": first(source.get("commit_author_email")),
+        "commit_time": first(source.get("commit_timestamp")),
+    }
+
+
 def _git(values: Mapping[str, Any], context: MappingContext) -> dict[str, Any] | None:
-    vcs = values["pipeline"].get("vcs") or {}
-    repository = vcs.get("origin_repository_url") or vcs.get("target_repository_url")
-    commit = vcs.get("commit") or {}
-    author, committer = commit.get("author") or {}, commit.get("committer") or {}
-    message = "\n\n".join(part for part in (commit.get("subject"), commit.get("body")) if part)
-    committed = parse_time(commit.get("committed_at"))
-    ref = {"tag": vcs["tag"]} if vcs.get("tag") else {"branch": vcs.get("branch")}
+    commit = _commit(values["pipeline"])
+    repository = commit["repository"]
+    name = commit.get("author_name")
+    ref = {"tag": commit["tag"]} if commit.get("tag") else {"branch": commit.get("branch")}
     return git_info(
         repository,
-        vcs.get("revision"),
-        author.get("email") or (author_email(author.get("name"), repository, context) if repository else None),
+        commit["sha"],
+        commit.get("author_email") or (author_email(name, repository, context) if repository else None),
         **ref,
-        message=message,
-        author_name=author.get("name"),
-        committer_name=committer.get("name"),
-        committer_email=committer.get("email"),
-        commit_time=rfc3339(committed) if committed else None,
+        message=commit.get("message"),
+        author_name=name,
+        committer_name=commit.get("committer_name"),
+        committer_email=commit.get("committer_email"),
+        commit_time=rfc3339_or_none(commit.get("commit_time")),
     )
 
 

@@ -23,6 +23,7 @@ from adapters.base import (
     SourceRecord,
     author_email,
     ci_outbound,
+    delivery_id,
     first_received,
     git_info,
     header,
@@ -34,6 +35,7 @@ from adapters.base import (
     parse_time,
     rfc3339,
     secrets_match,
+    split_ref,
     transition,
 )
 
@@ -78,6 +80,10 @@ class LoginSchema(PayloadSchema):
     login = optional_text()
 
 
+class PullRequestSchema(PayloadSchema):
+    head = fields.Nested(PayloadSchema.from_dict({"ref": optional_text()}), allow_none=True)
+
+
 class RunSchema(PayloadSchema):
     id = fields.Integer(required=True)
     name = optional_text()
@@ -94,6 +100,7 @@ class RunSchema(PayloadSchema):
     updated_at = Moment(allow_none=True)
     head_commit = fields.Nested(CommitSchema, allow_none=True)
     actor = fields.Nested(LoginSchema, allow_none=True)
+    pull_requests = fields.List(fields.Nested(PullRequestSchema), load_default=list)
 
 
 class StepSchema(PayloadSchema):
@@ -171,9 +178,9 @@ class GitHubAdapter:
             run_key=key or f"{repository}#job:{item['id']}",
             app_name=repository,
             fields=values,
-            delivery_id=header(headers, "X-GitHub-Delivery"),
+            delivery_id=delivery_id(header(headers, "X-GitHub-Delivery")),
             status=status,
-            branch=item.get("head_branch"),
+            branch=_branch(item),
             commit_id=item["head_sha"],
         )
 
@@ -185,6 +192,17 @@ class GitHubAdapter:
         else:
             resource = _job(record, history, context)
         return [ci_outbound(resource, PROVIDER, context)]
+
+
+def _branch(item: Mapping[str, Any]) -> str | None:
+    """The branch a user knows the run by. ``head_branch`` is a branch name, except in runs GitHub starts itself
+    (CodeQL's default setup sends ``refs/pull/166/head``): then the pull request's own branch when the payload
+    names it, else the ref as ``git`` shows it (``pull/166/head``)."""
+    head = item.get("head_branch")
+    if not head or not head.startswith("refs/"):
+        return head or None
+    pulls = [pull for pull in item.get("pull_requests") or [] if (pull.get("head") or {}).get("ref")]
+    return pulls[0]["head"]["ref"] if pulls else split_ref(head)[0]
 
 
 def _status(action: str, conclusion: str | None) -> str | None:
@@ -223,7 +241,7 @@ def _pipeline(record: SourceRecord, history: Sequence[SourceRecord], context: Ma
         repository["html_url"],
         run["head_sha"],
         author.get("email") or author_email(login, repository["html_url"], context),
-        branch=run.get("head_branch"),
+        branch=_branch(run),
         message=commit.get("message"),
         author_name=author.get("name"),
         committer_name=committer.get("name"),
@@ -264,7 +282,7 @@ def _job(record: SourceRecord, history: Sequence[SourceRecord], context: Mapping
         repository["html_url"],
         job["head_sha"],
         author_email(login, repository["html_url"], context),
-        branch=job.get("head_branch"),
+        branch=_branch(job),
     )
     if git:
         resource["git"] = git

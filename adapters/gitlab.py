@@ -5,6 +5,10 @@ carries; a Job Hook becomes a job of that pipeline in its stage. ``running`` sen
 ``success``/``failed``/``canceled``/``skipped`` the final one, and every waiting status (``created``,
 ``pending``, ``manual``...) is remembered for the queue time only. GitLab's ``Idempotency-Key`` (or, on older
 versions, ``X-Gitlab-Event-UUID``) is the delivery id.
+
+Older GitLab versions send Job Hooks without a ``project`` object (only ``project_id``, ``project_name`` and
+``repository``) and Pipeline Hooks whose ``project`` has no ``id``; a body without ``object_kind`` is read by its
+``X-Gitlab-Event`` header.
 """
 
 from __future__ import annotations
@@ -12,19 +16,23 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
-from marshmallow import fields
+from marshmallow import fields, validate
 
 from adapters.base import (
+    MAX_DURATION,
     QUEUED,
     RUNNING,
     MappingContext,
     Moment,
     Outbound,
     PayloadSchema,
+    Rejected,
     SourceRecord,
     author_email,
     ci_outbound,
+    delivery_id,
     first_received,
     git_info,
     header,
@@ -40,18 +48,27 @@ from adapters.base import (
 
 PROVIDER = "gitlab"
 PIPELINE, JOB = "pipeline", "build"
+# X-Gitlab-Event names, for bodies without object_kind ("Build Hook" is what GitLab 8 called a Job Hook).
+EVENT_HEADERS = {"Pipeline Hook": PIPELINE, "Job Hook": JOB, "Build Hook": JOB}
 STATUSES = {"running": RUNNING, "success": "success", "failed": "error", "canceled": "canceled", "skipped": "skipped"}
 NEVER_RAN = frozenset({"created", "manual", "skipped", "scheduled", "pending", "waiting_for_resource", "preparing"})
 
 
 def _seconds() -> fields.Float:
-    return fields.Float(allow_none=True, allow_nan=False)
+    """A duration in seconds: at most a year (what the intake takes), so no time it is added to overflows."""
+    return fields.Float(
+        allow_none=True, allow_nan=False, validate=validate.Range(min=0, max=MAX_DURATION.total_seconds())
+    )
 
 
 class ProjectSchema(PayloadSchema):
-    id = fields.Integer(required=True)
+    id = fields.Integer(allow_none=True)
     web_url = fields.String(required=True)
     path_with_namespace = fields.String(required=True)
+
+
+class RepositorySchema(PayloadSchema):
+    homepage = optional_text()
 
 
 class UserSchema(PayloadSchema):
@@ -107,6 +124,7 @@ class PipelineHookSchema(PayloadSchema):
 
 
 class JobCommitSchema(PayloadSchema):
+    id = fields.Integer(allow_none=True)  # the pipeline's id (GitLab 8 called a pipeline a commit)
     message = optional_text()
     author_name = optional_text()
     author_email = optional_text()
@@ -126,9 +144,10 @@ class JobHookSchema(PayloadSchema):
     build_queued_duration = _seconds()
     build_allow_failure = fields.Boolean(load_default=False)
     build_failure_reason = optional_text()
-    pipeline_id = fields.Integer(required=True)
+    pipeline_id = fields.Integer(allow_none=True)
     project_id = fields.Integer(required=True)
-    project = fields.Nested(ProjectSchema, required=True)
+    project = fields.Nested(ProjectSchema, allow_none=True)
+    repository = fields.Nested(RepositorySchema, allow_none=True)
     user = fields.Nested(UserSchema, allow_none=True)
     commit = fields.Nested(JobCommitSchema, allow_none=True)
     runner = fields.Nested(RunnerSchema, allow_none=True)
@@ -157,10 +176,16 @@ class GitLabAdapter:
     def parse(self, headers: Mapping[str, str], body: bytes) -> SourceRecord | None:
         data = json_object(body)
         kind = data.get("object_kind")
+        if kind is None:
+            kind = EVENT_HEADERS.get(header(headers, "X-Gitlab-Event") or "")
+        if kind is not None and not isinstance(kind, str):
+            raise Rejected("Some fields are invalid.", fields={"object_kind": ["Not a valid string."]})
         if kind not in SCHEMAS:
             return None
-        values = load(SCHEMAS[str(kind)], data)
-        delivery = header(headers, "Idempotency-Key") or header(headers, "X-Gitlab-Event-UUID")
+        values = load(SCHEMAS[kind], data)
+        if kind == JOB:
+            _complete_job(values)
+        delivery = delivery_id(header(headers, "Idempotency-Key") or header(headers, "X-Gitlab-Event-UUID"))
         project = values["project"]
         if kind == PIPELINE:
             run = values["object_attributes"]
@@ -169,8 +194,8 @@ class GitLabAdapter:
             run = values
             key, status = f"job:{values['build_id']}", values["build_status"]
         return SourceRecord(
-            event_type=str(kind),
-            run_key=f"{project['id']}#{key}",
+            event_type=kind,
+            run_key=f"{_project_key(project)}#{key}",
             app_name=project["path_with_namespace"],
             fields=values,
             delivery_id=delivery,
@@ -192,12 +217,42 @@ class GitLabAdapter:
         return outbounds
 
 
-def _pipeline_uuid(context: MappingContext, project_id: int, pipeline_id: int) -> str:
-    return context.run_uuid(PROVIDER, project_id, "pipeline", pipeline_id)
+def _complete_job(values: dict[str, Any]) -> None:
+    """Fill in what older GitLab versions leave out of a Job Hook: ``project`` (they send only ``project_id`` and
+    ``repository``) and ``pipeline_id`` (GitLab 8 sends it as ``commit.id``)."""
+    if not values.get("project"):
+        values["project"] = _job_project(values)
+    if values.get("pipeline_id") is None:
+        values["pipeline_id"] = (values.get("commit") or {}).get("id")
+    if values["pipeline_id"] is None:
+        raise Rejected(
+            "A Job Hook needs its pipeline_id.", fields={"pipeline_id": ["Missing data for required field."]}
+        )
 
 
-def _stage_uuid(context: MappingContext, project_id: int, pipeline_id: int, stage: str) -> str:
-    return context.run_uuid(PROVIDER, project_id, "pipeline", pipeline_id, "stage", stage)
+def _job_project(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``project`` of a Job Hook from a GitLab version that sends only ``project_id`` and ``repository``."""
+    homepage = (values.get("repository") or {}).get("homepage")
+    if not homepage or urlsplit(homepage).scheme not in ("http", "https"):
+        raise Rejected(
+            "A Job Hook needs the project's web address: GitLab sends it as project.web_url or repository.homepage.",
+            fields={"project": ["Missing data for required field."]},
+        )
+    path = urlsplit(homepage).path.strip("/")
+    return {"id": values["project_id"], "web_url": homepage.rstrip("/"), "path_with_namespace": path}
+
+
+def _project_key(project: Mapping[str, Any]) -> Any:
+    """What identifies a project in run keys and ids: its id, or its path when an old GitLab sends no id."""
+    return project["id"] if project.get("id") is not None else project["path_with_namespace"]
+
+
+def _pipeline_uuid(context: MappingContext, project: Mapping[str, Any], pipeline_id: int) -> str:
+    return context.run_uuid(PROVIDER, _project_key(project), "pipeline", pipeline_id)
+
+
+def _stage_uuid(context: MappingContext, project: Mapping[str, Any], pipeline_id: int, stage: str) -> str:
+    return context.run_uuid(PROVIDER, _project_key(project), "pipeline", pipeline_id, "stage", stage)
 
 
 def _git(
@@ -216,7 +271,7 @@ def _pipeline(record: SourceRecord, history: Sequence[SourceRecord], context: Ma
     queue_ms = int((attributes.get("queued_duration") or 0) * 1000)
     resource: dict[str, Any] = {
         "level": "pipeline",
-        "unique_id": _pipeline_uuid(context, project["id"], attributes["id"]),
+        "unique_id": _pipeline_uuid(context, project, attributes["id"]),
         "name": project["path_with_namespace"],
         "url": attributes.get("url") or f"{project['web_url']}/-/pipelines/{attributes['id']}",
         "start": rfc3339(created + dt.timedelta(milliseconds=queue_ms)),
@@ -271,7 +326,7 @@ def _stages(values: Mapping[str, Any], pipeline: Mapping[str, Any], context: Map
         end = max(ends) if ends else parse_time(pipeline["end"]) or context.received_at
         stage: dict[str, Any] = {
             "level": "stage",
-            "id": _stage_uuid(context, project["id"], attributes["id"], name),
+            "id": _stage_uuid(context, project, attributes["id"], name),
             "name": name,
             "pipeline_unique_id": pipeline["unique_id"],
             "pipeline_name": pipeline["name"],
@@ -311,16 +366,16 @@ def _job(record: SourceRecord, history: Sequence[SourceRecord], context: Mapping
     queue_ms = int((values.get("build_queued_duration") or 0) * 1000) or milliseconds_between(created, started)
     resource: dict[str, Any] = {
         "level": "job",
-        "id": context.run_uuid(PROVIDER, project["id"], "job", values["build_id"]),
+        "id": context.run_uuid(PROVIDER, _project_key(project), "job", values["build_id"]),
         "name": values["build_name"],
-        "pipeline_unique_id": _pipeline_uuid(context, project["id"], values["pipeline_id"]),
+        "pipeline_unique_id": _pipeline_uuid(context, project, values["pipeline_id"]),
         "pipeline_name": project["path_with_namespace"],
         "url": f"{project['web_url']}/-/jobs/{values['build_id']}",
         "start": rfc3339(started),
         "status": RUNNING,
         "queue_time": queue_ms,
         "stage_name": values["build_stage"],
-        "stage_id": _stage_uuid(context, project["id"], values["pipeline_id"], values["build_stage"]),
+        "stage_id": _stage_uuid(context, project, values["pipeline_id"], values["build_stage"]),
     }
     commit = values.get("commit") or {}
     git = _git(

@@ -1,7 +1,11 @@
-"""Jenkins: the Notification plugin's JSON (phases QUEUED, STARTED, COMPLETED, FINALIZED).
+"""Jenkins: the Notification plugin's JSON (phases QUEUED, STARTED, COMPLETED, FINALIZED, and FINISHED).
 
 Each build becomes a Datadog pipeline: STARTED sends the running event, COMPLETED (or FINALIZED, when only that
-phase is configured) the final one. The plugin cannot sign its requests, so the shared secret travels in the
+phase is configured) the final one. FINISHED is what plugin versions before mid-2014 called their last phase: it
+is read as FINALIZED. Those versions also send no ``full_url``, only a ``url`` relative to the Jenkins root, which
+the plugin never names: the bridge then links the build under the ``jenkins_url`` query parameter of the hook's
+URL (the Jenkins root, e.g. ``?token=…&jenkins_url=https://ci.example.com/``), else under the bridge's own public
+URL, since Datadog refuses a relative link. The plugin cannot sign its requests, so the shared secret travels in the
 ``X-Jenkins-Token`` header or, since the plugin can only set a URL, in a ``token`` query parameter (which the
 bridge never logs). The plugin sends no delivery id; the build URL plus the phase stands in for one, since each
 phase of a build is sent once.
@@ -13,10 +17,12 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from marshmallow import fields, validate
 
 from adapters.base import (
+    MAX_DURATION,
     QUEUED,
     RUNNING,
     MappingContext,
@@ -37,12 +43,15 @@ from adapters.base import (
     query_param,
     rfc3339,
     secrets_match,
+    split_ref,
     transition,
 )
 
 PROVIDER = "jenkins"
 TOKEN_HEADER, TOKEN_PARAM = "X-Jenkins-Token", "token"
-PHASES = ("QUEUED", "STARTED", "COMPLETED", "FINALIZED")
+ROOT_PARAM = "jenkins_url"
+FINAL_PHASES = ("COMPLETED", "FINALIZED", "FINISHED")
+PHASES = ("QUEUED", "STARTED", *FINAL_PHASES)
 STATUSES = {
     "SUCCESS": "success",
     "UNSTABLE": "error",
@@ -53,6 +62,8 @@ STATUSES = {
 # Epoch milliseconds from 2000 to 2100: anything else is not a build time.
 TIMESTAMPS = validate.Range(min=946_684_800_000, max=4_102_444_800_000)
 MAX_ID = 200
+# A longer build is one the intake refuses, and adding it to the start could leave the calendar.
+MAX_DURATION_MS = MAX_DURATION // dt.timedelta(milliseconds=1)
 
 
 class ScmSchema(PayloadSchema):
@@ -70,7 +81,9 @@ class BuildSchema(PayloadSchema):
     phase = fields.String(required=True, validate=validate.OneOf(PHASES))
     status = optional_text(validate=validate.OneOf(STATUSES))
     timestamp = fields.Integer(allow_none=True, validate=TIMESTAMPS)
-    duration = fields.Integer(allow_none=True, validate=validate.Range(min=0))
+    duration = fields.Integer(
+        allow_none=True, validate=validate.Range(min=0, max=MAX_DURATION // dt.timedelta(milliseconds=1))
+    )
     display_name = optional_text()
     scm = fields.Nested(ScmSchema, allow_none=True)
 
@@ -105,11 +118,14 @@ class JenkinsAdapter:
     def parse(self, headers: Mapping[str, str], body: bytes) -> SourceRecord | None:
         values = load(SCHEMA, json_object(body))
         build = values["build"]
-        if build["phase"] in ("COMPLETED", "FINALIZED") and not build.get("status"):
+        if build["phase"] in FINAL_PHASES and not build.get("status"):
             raise Rejected("A finished build must carry its status.", fields={"build": {"status": ["Required."]}})
         run = build.get("full_url") or f"{values['url']}#{build['number']}"
         scm = build.get("scm") or {}
         status = STATUSES[build["status"]] if build.get("status") and build["phase"] != "STARTED" else None
+        root = query_param(headers, ROOT_PARAM)
+        if not build.get("full_url") and root:
+            values["jenkins_url"] = _absolute_root(root)
         return SourceRecord(
             event_type=build["phase"],
             run_key=_bounded(run, 400),
@@ -117,7 +133,7 @@ class JenkinsAdapter:
             fields=values,
             delivery_id=_bounded(f"{run}#{build['phase']}", MAX_ID),
             status=status or (QUEUED if build["phase"] == "QUEUED" else RUNNING),
-            branch=_branch(scm.get("branch")),
+            branch=split_ref(scm.get("branch"))[0],
             commit_id=scm.get("commit"),
         )
 
@@ -133,7 +149,7 @@ class JenkinsAdapter:
             "level": "pipeline",
             "unique_id": context.run_uuid(PROVIDER, record.run_key),
             "name": values.get("display_name") or values["name"],
-            "url": build.get("full_url") or build["url"],
+            "url": _build_url(values, context),
             "start": rfc3339(started),
             "status": RUNNING,
             "partial_retry": False,
@@ -166,14 +182,29 @@ def _git(scm: Mapping[str, Any], context: MappingContext) -> dict[str, Any] | No
         return None
     culprits = scm.get("culprits") or []
     email = author_email(culprits[0] if culprits else None, repository, context)
-    return git_info(repository, scm.get("commit"), email, branch=_branch(scm.get("branch")))
+    branch, tag = split_ref(scm.get("branch"))
+    return git_info(repository, scm.get("commit"), email, branch=branch, tag=tag)
 
 
-def _branch(branch: str | None) -> str | None:
-    """``origin/main`` and ``refs/heads/main`` as the plain branch name Datadog groups by."""
-    if not branch:
-        return None
-    return branch.removeprefix("refs/heads/").removeprefix("refs/remotes/").removeprefix("origin/")
+def _absolute_root(root: str) -> str:
+    """The ``jenkins_url`` parameter as an absolute http(s) URL ending in ``/``, or :class:`Rejected`."""
+    parts = urlsplit(root)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Rejected(
+            f"The {ROOT_PARAM} query parameter must be the absolute http(s) URL of the Jenkins root.",
+            fields={ROOT_PARAM: ["Not an absolute http(s) URL."]},
+        )
+    return root if root.endswith("/") else root + "/"
+
+
+def _build_url(values: Mapping[str, Any], context: MappingContext) -> str:
+    """The build's absolute URL: the plugin's ``full_url``, else its relative ``url`` under the Jenkins root the
+    hook's URL named, else under the bridge's public URL (Datadog refuses a relative URL)."""
+    build = values["build"]
+    if build.get("full_url") and urlsplit(build["full_url"]).scheme in ("http", "https"):
+        return str(build["full_url"])
+    root = values.get("jenkins_url") or context.public_url.rstrip("/") + "/"
+    return urljoin(root, str(build["url"]).lstrip("/"))
 
 
 def _bounded(value: str, limit: int) -> str:
