@@ -60,7 +60,10 @@ class MappingContext:
     def run_uuid(self, *parts: object) -> str:
         """A UUID that is the same for the same run every time, so retries and replays never duplicate."""
         name = "/".join([self.installation_id, *(str(part) for part in parts)])
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+        # uuid.uuid5 itself, but a lone surrogate in a source's name (valid JSON, not valid UTF-8) cannot fail it.
+        data = uuid.NAMESPACE_URL.bytes + name.encode("utf-8", "surrogatepass")
+        digest = hashlib.sha1(data, usedforsecurity=False).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 @dataclasses.dataclass(frozen=True)

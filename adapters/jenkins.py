@@ -209,7 +209,9 @@ def _build_url(values: Mapping[str, Any], context: MappingContext) -> str:
 
 def _bounded(value: str, limit: int) -> str:
     """The value, or a digest of it when it is longer than its column."""
-    return value if len(value) <= limit else "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+    if len(value) <= limit:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 adapter = JenkinsAdapter()

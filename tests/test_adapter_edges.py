@@ -7,6 +7,7 @@ delivery ids (which are read as "no id": the webhook is accepted, and a second o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 
 from bridge.models import Event
 from bridge.store import Store
+from tests.test_adapter_samples import adapter, body, context, headers, received_at
 from tests.test_hooks_http import config, fresh, post  # noqa: F401  (config enables every native source)
 
 
@@ -102,3 +104,24 @@ def test_an_empty_delivery_id_is_no_id_so_each_such_webhook_is_accepted(
     assert stored(store) == 2
     with store.transaction() as session:
         assert session.scalars(select(Event.delivery_id)).all() == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "path"),
+    [
+        ("github", "workflow_run.completed", "repository.full_name"),
+        ("jenkins", "completed.success", "build.full_url"),
+        ("gitlab", "pipeline.failed", "project.path_with_namespace"),
+        ("circleci", "workflow-completed.success", "project.slug"),
+    ],
+)
+def test_a_lone_surrogate_in_a_name_maps_without_failing(source: str, name: str, path: str) -> None:
+    """Valid JSON that is not valid UTF-8 (``"\\udfff"``) must not crash the mapping where ids are hashed; how it is
+    stored is the storage's concern."""
+    payload = json.loads(body(source, name))
+    setting(path, "x\udfffy" + ("/" * 500 if source == "jenkins" else ""))(payload)
+    raw = json.dumps(payload).encode()
+    record = adapter(source).parse(headers(source, name, raw), raw)
+    assert record is not None
+    record = dataclasses.replace(record, received_at=received_at(source, name))
+    assert adapter(source).map(record, [], context(received_at(source, name)))
