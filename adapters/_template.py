@@ -2,8 +2,8 @@
 
 Say here, in two or three sentences, which webhooks of the source this adapter maps and what each becomes in
 Datadog (pipeline, stage, job), how the source authenticates, and what the delivery id is. This module is not
-registered: it is never loaded unless it is copied and named in ``adapters.registry.BUILTIN_MODULES`` or in an
-entry point. See ``docs/writing-an-adapter.md`` for the walk-through.
+registered (its name starts with ``_``): a copy named ``adapters/<source>.py`` is found by the registry with no
+other change, and one in your own package through an entry point. See ``docs/writing-an-adapter.md``.
 """
 
 from __future__ import annotations
@@ -13,31 +13,11 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from adapters.base import (
-    QUEUED,
-    RUNNING,
-    MappingContext,
-    Moment,
-    Outbound,
-    PayloadSchema,
-    SourceRecord,
-    author_email,
-    ci_outbound,
-    first_received,
-    git_info,
-    header,
-    hmac_sha256_hex,
-    json_object,
-    load,
-    optional_text,
-    parse_time,
-    rfc3339,
-    secrets_match,
-    transition,
-)
+from adapters import base
+from adapters.base import QUEUED, HmacSignature, MappingContext, SourceRecord, Step, WebhookSource
+from adapters.payload import PayloadSchema, SourceTime, optional_text, read_source_time
+from adapters.target import RUNNING, rfc3339
 
-PROVIDER = "custom"  # Datadog's provider_name: the source's own name when Datadog knows it
-SIGNATURE_HEADER = "X-MySource-Signature"
 # The source's states: waiting ones become QUEUED, the running one RUNNING, the rest a Datadog final status.
 STATUSES = {"queued": QUEUED, "running": RUNNING, "passed": "success", "failed": "error", "cancelled": "canceled"}
 
@@ -49,72 +29,48 @@ class BuildSchema(PayloadSchema):
     pipeline = fields.String(required=True, validate=validate.Length(min=1, max=200))
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
     url = fields.String(required=True)
-    started_at = Moment(allow_none=True)
-    finished_at = Moment(allow_none=True)
+    started_at = SourceTime(allow_none=True)
+    finished_at = SourceTime(allow_none=True)
     repository_url = optional_text()
     commit = optional_text()
     branch = optional_text()
     author = optional_text()
 
 
-SCHEMA = BuildSchema()
-
-
-class MySourceAdapter:
+class MySourceAdapter(WebhookSource):
     """``POST /hooks/mysource``; the secret is ``BRIDGE_HOOK_SECRETS=mysource:<secret>``."""
 
     name = "mysource"
+    provider = "custom"  # Datadog's provider_name: the source's own name when Datadog knows it
+    auth = HmacSignature("X-MySource-Signature")
+    schemas = {"build": BuildSchema()}
+    # One schema needs no kind; a source with several names where the kind is: kind_field = "type" (a field of
+    # the body) and/or kind_header = "X-MySource-Event", whose values header_kinds may translate.
 
-    def sign(self, body: bytes, secret: str) -> dict[str, str]:
-        """The headers the source adds; the contract tests sign the samples with it."""
-        return {SIGNATURE_HEADER: hmac_sha256_hex(secret, body)}
+    def record(self, kind: str, values: dict[str, Any], headers: Mapping[str, str]) -> SourceRecord | None:
+        # SourceRecord(event_type, run_key, app_name, fields, delivery_id, status, branch, commit_id)
+        run_key, delivery_id = f"{values['pipeline']}#{values['id']}", base.header(headers, "X-MySource-Delivery")
+        status, branch, commit_id = STATUSES[values["status"]], values.get("branch"), values.get("commit")
+        return SourceRecord(kind, run_key, values["pipeline"], values, delivery_id, status, branch, commit_id)
 
-    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> str | None:
-        given = header(headers, SIGNATURE_HEADER)
-        if not given:
-            return f"the {SIGNATURE_HEADER} header is missing"
-        if not secrets_match(given, hmac_sha256_hex(secret, body)):
-            return "the signature does not match the body"
-        return None
-
-    def parse(self, headers: Mapping[str, str], body: bytes) -> SourceRecord | None:
-        values = load(SCHEMA, json_object(body))
-        return SourceRecord(
-            event_type="build",
-            run_key=f"{values['pipeline']}#{values['id']}",
-            app_name=values["pipeline"],
-            fields=values,
-            delivery_id=header(headers, "X-MySource-Delivery"),
-            status=STATUSES[values["status"]],
-            branch=values.get("branch"),
-            commit_id=values.get("commit"),
-        )
-
-    def map(self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext) -> list[Outbound]:
-        if transition(record, history) is None:
-            return []
+    def resources(
+        self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext, step: Step
+    ) -> list[dict[str, Any]]:
         build = record.fields
-        started = parse_time(build.get("started_at")) or first_received(record, history, context.received_at)
-        resource: dict[str, Any] = {
-            "level": "pipeline",
-            "unique_id": context.run_uuid(self.name, record.run_key),
-            "name": build["pipeline"],
-            "url": build["url"],
-            "start": rfc3339(started),
-            "status": RUNNING,
-            "partial_retry": False,
-            "pipeline_id": build["id"],
-        }
+        started = read_source_time(build.get("started_at")) or base.first_received(record, history, context.received_at)
         repository = build.get("repository_url")
-        if repository:
-            email = author_email(build.get("author"), repository, context)
-            git = git_info(repository, build.get("commit"), email, branch=build.get("branch"))
-            if git:
-                resource["git"] = git
-        if record.status != RUNNING:
-            resource["status"] = record.status
-            resource["end"] = build.get("finished_at") or rfc3339(context.received_at)
-        return [ci_outbound(resource, PROVIDER, context)]
+        email = base.author_email(build.get("author"), repository, context) if repository else None
+        resource = base.pipeline_resource(
+            context.run_uuid(self.name, record.run_key),
+            build["pipeline"],
+            build["url"],
+            rfc3339(started),
+            pipeline_id=build["id"],
+            git=base.git_info(repository, build.get("commit"), email, branch=build.get("branch")),
+        )
+        if step == Step.FINAL:
+            base.finish(resource, str(record.status), build.get("finished_at"), context, error=None)
+        return [resource]
 
 
 adapter = MySourceAdapter()

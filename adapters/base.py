@@ -1,49 +1,49 @@
-"""The sans-I/O contract between the bridge's core and a source adapter.
+"""The sans-I/O contract between the bridge's core and a source adapter, and the kit adapters are built from.
 
 An adapter knows one CI source's wire format and how it maps onto Datadog bodies; it never touches Flask, the
 database or the network. The core hands it bytes and headers, stores what it returns, and delivers what it maps.
 Keeping the contract this small is what makes a new source one module.
+
+The kit (apprise's base class, gidgethub's one verifier): a source subclasses :class:`WebhookSource` and declares
+what differs (its name, Datadog provider, :class:`HmacSignature` or :class:`SharedToken`, its schemas, how to tell
+a body's kind, what to store and how to map); the base verifies, signs, dispatches, drops old news and wraps each
+resource for the intake.
 """
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import datetime as dt
+import enum
 import hashlib
 import hmac
-import json
-import math
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import Schema
 
-CI_PIPELINE = "ci_pipeline"
-DORA_DEPLOYMENT = "dora_deployment"
+# The ``X as X`` names are re-exported: ``parse`` raises Rejected (the core catches it from here), and code written
+# against the single base module of before (the Distelli adapter, a few tests) imports the Datadog names from here.
+# New code imports the target model from adapters.target and body reading from adapters.payload.
+from adapters.payload import Rejected as Rejected
+from adapters.payload import json_object, kind_name, load, read_source_time
+from adapters.target import CI_PIPELINE as CI_PIPELINE
+from adapters.target import CLOCK_SKEW as CLOCK_SKEW
+from adapters.target import DORA_DEPLOYMENT as DORA_DEPLOYMENT
+from adapters.target import FINAL_STATUSES, RUNNING, Outbound, pipeline_outbound, rfc3339
+from adapters.target import INTAKE_WINDOW as INTAKE_WINDOW
+from adapters.target import clamp_future as clamp_future
+from adapters.target import expiry_reason as expiry_reason
+from adapters.target import pipeline_request as pipeline_request
 
-# The intake refuses an end older than this, so anything older is marked expired rather than sent.
-INTAKE_WINDOW = dt.timedelta(hours=18)
-# The intake refuses a run longer than this.
-MAX_DURATION = dt.timedelta(days=365)
-# Clocks of CI machines drift; a time this far ahead of receipt is clamped to the receipt time.
-CLOCK_SKEW = dt.timedelta(seconds=5)
-
-
-@dataclasses.dataclass(frozen=True)
-class Outbound:
-    """One request body for the intake, with what the sender needs to order, supersede and expire it."""
-
-    kind: str
-    unique_id: str
-    level: str
-    final: bool
-    body: dict[str, Any]
-    end: dt.datetime | None = None
-    expired_reason: str | None = None
+# The lifecycle a webhook record carries in ``SourceRecord.status``: QUEUED (waiting: queue time only), RUNNING,
+# or one of the final statuses the intake knows (adapters.target.FINAL_STATUSES).
+QUEUED = "queued"
+_SHA = re.compile(r"^[0-9a-fA-F]{40}$|^[0-9a-fA-F]{64}$")
+_SCP_URL = re.compile(r"^[\w.-]+@([\w.-]+):")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,24 +82,14 @@ class SourceRecord:
     received_at: dt.datetime | None = None
 
 
-class Rejected(Exception):
-    """Raised by ``parse`` when a payload is not one the adapter accepts; carries per-field messages."""
-
-    def __init__(
-        self, message: str, fields: Mapping[str, Any] | None = None, status: int = 400, code: str = "invalid_payload"
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fields = dict(fields) if fields else None
-        self.status = status
-        self.code = code
-
-
 @runtime_checkable
 class WebhookAdapter(Protocol):
     """A source that posts its own webhooks to ``POST /hooks/<name>``."""
 
     name: str
+
+    def sign(self, body: bytes, secret: str) -> dict[str, str]:
+        """The headers the source would add to this body; tests and replays sign payloads with it."""
 
     def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> str | None:
         """Return None when the request is authentic, else a short reason (never echoing the secret)."""
@@ -111,47 +101,7 @@ class WebhookAdapter(Protocol):
         """Map a record, given earlier records of the same run (oldest first), to intake bodies."""
 
 
-def rfc3339(moment: dt.datetime) -> str:
-    """RFC 3339 in UTC with milliseconds, the form both Distelli and Datadog show."""
-    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def pipeline_request(resource: dict[str, Any], provider_name: str, env: str | None = None) -> dict[str, Any]:
-    """Wrap a pipeline, stage or job resource in the envelope ``POST /api/v2/ci/pipeline`` expects."""
-    attributes: dict[str, Any] = {"provider_name": provider_name, "resource": resource}
-    if env:
-        attributes["env"] = env
-    return {"data": {"attributes": attributes, "type": "cipipeline_resource_request"}}
-
-
-def expiry_reason(start: dt.datetime | None, end: dt.datetime | None, now: dt.datetime) -> str | None:
-    """Why the intake would refuse these times, or None when it would take them."""
-    if end is None:
-        return None
-    if end < now - INTAKE_WINDOW:
-        return "end is more than 18 hours in the past; the intake refuses it"
-    if start is not None and end < start:
-        return "end is before start; the intake refuses it"
-    if start is not None and end - start > MAX_DURATION:
-        return "the run lasted more than a year; the intake refuses it"
-    return None
-
-
-def clamp_future(moment: dt.datetime, now: dt.datetime) -> dt.datetime:
-    """Clamp a time further ahead than clock skew allows to the receipt time."""
-    return now if moment > now + CLOCK_SKEW else moment
-
-
-# --- Helpers for webhook adapters -------------------------------------------------------------------------------
-# Lifecycle statuses a webhook record carries in ``SourceRecord.status``: the two not-yet-final ones, then the
-# final statuses the intake knows (``blocked`` exists only at pipeline level).
-QUEUED, RUNNING = "queued", "running"
-FINAL_STATUSES = frozenset({"success", "error", "canceled", "skipped", "blocked"})
-_SHA = re.compile(r"^[0-9a-fA-F]{40}$|^[0-9a-fA-F]{64}$")
-_SCP_URL = re.compile(r"^[\w.-]+@([\w.-]+):")
-_SPACED_UTC = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}(?:\.\d+)?) ?(UTC|[+-]\d{2}:?\d{2})$")
-
-
+# --- Request headers and authentication ------------------------------------------------------------------------
 class RequestHeaders(Mapping[str, str]):
     """Case-insensitive request headers, plus the query parameters, as the core hands them to ``verify`` and
     ``parse``. Plain dicts work too; :func:`header` and :func:`query_param` read either."""
@@ -196,139 +146,66 @@ def secrets_match(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-# Bodies from CI tools are shallow; code that walks one must not run out of stack on a hostile one.
-MAX_DEPTH = 64
+@dataclasses.dataclass(frozen=True)
+class HmacSignature:
+    """A header carrying ``prefix`` + the HMAC-SHA256 of the body in hex (GitHub's ``sha256=``, CircleCI's
+    ``v1=``). A header may list several signatures separated by commas (``v1=…,v2=…``); one match is enough."""
 
+    header: str
+    prefix: str = ""
 
-def json_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or :class:`Rejected`.
+    def sign(self, body: bytes, secret: str) -> dict[str, str]:
+        return {self.header: self.prefix + hmac_sha256_hex(secret, body)}
 
-    A leading UTF-8 byte order mark (a JSON file saved on a Windows build agent) is skipped. ``NaN``,
-    ``Infinity``, numbers too large for a float and nesting deeper than :data:`MAX_DEPTH` are refused: they are
-    not JSON, or not storable, and neither the databases nor Datadog accept them.
-    """
-    try:
-        data = json.loads(body.removeprefix(codecs.BOM_UTF8), parse_float=_finite_float, parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        raise Rejected("The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise Rejected("The request body must be a JSON object.", code="invalid_body")
-    if _depth(data) > MAX_DEPTH:
-        raise Rejected(f"The request body nests deeper than {MAX_DEPTH} levels.", code="invalid_body")
-    return data
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError("number out of range")
-    return number
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _depth(value: Any) -> int:
-    """How deeply objects and arrays nest, found without recursion."""
-    deepest, pending = 0, [(value, 1)]
-    while pending:
-        item, level = pending.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, level)
-        if deepest > MAX_DEPTH:
-            break
-        pending.extend((child, level + 1) for child in children)
-    return deepest
-
-
-def load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate with a marshmallow schema; field errors become one :class:`Rejected` naming every bad field."""
-    try:
-        values: dict[str, Any] = schema.load(data)
-    except ValidationError as exc:
-        fields = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
-        raise Rejected("Some fields are invalid.", fields=fields) from None
-    return values
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    """An aware datetime from ISO 8601 (``Z`` allowed), GitLab's ``2016-08-12 15:23:28 UTC``, or epoch millis."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            return dt.datetime.fromtimestamp(value / 1000, dt.UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    if not isinstance(value, str) or not value.strip():
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> str | None:
+        given = header(headers, self.header)
+        if not given:
+            return f"the {self.header} header is missing"
+        expected = self.prefix + hmac_sha256_hex(secret, body)
+        if not any(secrets_match(part.strip(), expected) for part in given.split(",")):
+            return f"the {self.header} signature does not match the body"
         return None
-    text = value.strip()
-    spaced = _SPACED_UTC.match(text)
-    if spaced:
-        zone = "+00:00" if spaced[3] == "UTC" else spaced[3]
-        text = f"{spaced[1]}T{spaced[2]}{zone}"
-    try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedToken:
+    """The secret itself in a header, or in a query parameter for tools that can only set a URL (never logged)."""
+
+    header: str
+    query: str | None = None
+
+    def sign(self, body: bytes, secret: str) -> dict[str, str]:
+        return {self.header: secret}
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> str | None:
+        given = header(headers, self.header) or (query_param(headers, self.query) if self.query else None)
+        if not given:
+            where = f" or {self.query} query parameter" if self.query else ""
+            return f"the {self.header} header{where} is missing"
+        if not secrets_match(given, secret):
+            return f"the {self.header} token does not match"
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-class PayloadSchema(Schema):
-    """A schema for a source's webhook payload: sources add fields all the time, so unknown keys are ignored."""
+# --- The lifecycle ----------------------------------------------------------------------------------------------
+class Step(enum.StrEnum):
+    """What a record does to its run: starts it running, or ends it."""
 
-    class Meta:
-        unknown = EXCLUDE
-
-
-def optional_text(**kwargs: Any) -> fields.String:
-    """A string field that may be missing or null."""
-    return fields.String(allow_none=True, **kwargs)
+    RUNNING = "running"
+    FINAL = "final"
 
 
-# Times a run can have: a year inside the calendar's ends once in UTC, so adding a queue time or a duration (at
-# most a year, see MAX_DURATION) can never leave the calendar.
-EARLIEST = dt.datetime(2, 1, 1, tzinfo=dt.UTC)
-LATEST = dt.datetime(9998, 12, 31, tzinfo=dt.UTC)
-# Go's and .NET's zero time: what their clients send for "not set".
-ZERO_TIME = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
-
-
-class Moment(fields.Field):
-    """A time in any form :func:`parse_time` reads, kept as the source wrote it so stored fields stay raw.
-
-    A zero time (year 1, midnight UTC) is read as missing; any other time outside :data:`EARLIEST` ..
-    :data:`LATEST` once in UTC is refused, so no later arithmetic on it can overflow into a 500.
-    """
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
-        text = fields.String()._deserialize(value, attr, data, **kwargs)
-        moment = parse_time(text)
-        if moment is None:
-            raise ValidationError("Not a date and time.")
-        try:
-            in_utc = moment.astimezone(dt.UTC)
-        except (OverflowError, ValueError):
-            raise ValidationError("Not a date and time the calendar can hold in UTC.") from None
-        if in_utc == ZERO_TIME:
-            return None
-        if not EARLIEST <= in_utc <= LATEST:
-            raise ValidationError(f"Not between {EARLIEST.year} and {LATEST.year}.")
-        return text
-
-
-def transition(record: SourceRecord, history: Sequence[SourceRecord]) -> str | None:
-    """``"running"`` or ``"final"`` when this record moves its run forward, None when it is old news.
+def transition(record: SourceRecord, history: Sequence[SourceRecord]) -> Step | None:
+    """The :class:`Step` this record moves its run forward by, or None when it is old news.
 
     Webhooks arrive late, twice and out of order: a running after any running or final is dropped, and a final
     equal to one already seen is dropped, so the intake sees at most one running event and one final event.
     """
     seen = [earlier.status for earlier in history]
     if record.status == RUNNING:
-        return None if any(status != QUEUED for status in seen) else "running"
+        return None if any(status != QUEUED for status in seen) else Step.RUNNING
     if record.status in FINAL_STATUSES:
-        return None if record.status in seen else "final"
+        return None if record.status in seen else Step.FINAL
     return None
 
 
@@ -336,6 +213,32 @@ def first_received(record: SourceRecord, history: Sequence[SourceRecord], now: d
     """When the bridge first heard of this run: the start of its queue time when the source does not say."""
     times = [earlier.received_at for earlier in history if earlier.received_at is not None]
     return min([*times, record.received_at or now])
+
+
+def delivery_id(value: Any) -> str | None:
+    """A delivery id, or None when the source sent none or an empty one.
+
+    An empty id names no delivery: kept as ``''`` it would make every later empty one look like a repeat of the
+    first. Such a webhook is accepted like one from a source that sends no id (not deduplicated).
+    """
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+# --- Git facts --------------------------------------------------------------------------------------------------
+def split_ref(ref: str | None) -> tuple[str | None, str | None]:
+    """A CI tool's ref as ``(branch, tag)`` in the names a user sees.
+
+    ``refs/heads/``, ``refs/remotes/origin/``, ``refs/remotes/`` and ``origin/`` go (``origin/main`` is ``main``);
+    ``refs/tags/v1`` is the tag ``v1``; any other ref (``refs/pull/166/head``) loses ``refs/``, as ``git`` shows it.
+    """
+    if not ref:
+        return None, None
+    if ref.startswith("refs/tags/"):
+        return None, ref.removeprefix("refs/tags/") or None
+    for prefix in ("refs/heads/", "refs/remotes/origin/", "refs/remotes/", "origin/", "refs/"):
+        if ref.startswith(prefix):
+            return ref.removeprefix(prefix) or None, None
+    return ref, None
 
 
 def author_email(username: str | None, repository_url: str, context: MappingContext) -> str:
@@ -369,26 +272,54 @@ def git_info(repository_url: str | None, sha: str | None, email: str | None, **e
     return git
 
 
+# --- Resources --------------------------------------------------------------------------------------------------
+def _present(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional parts of a resource that have a value: a missing ``git`` or ``node`` is left out."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def pipeline_resource(unique_id: str, name: str, url: str, start: str, **optional: Any) -> dict[str, Any]:
+    """A running pipeline resource; ``optional`` parts given as None are left out."""
+    required = {"level": "pipeline", "unique_id": unique_id, "name": name, "url": url, "start": start}
+    return {**required, "status": RUNNING, "partial_retry": False, **_present(optional)}
+
+
+def job_resource(
+    job_id: str, name: str, pipeline: tuple[str, str], url: str, start: str, **optional: Any
+) -> dict[str, Any]:
+    """A running job resource of ``pipeline`` (its unique id and name); ``optional`` parts given as None are left
+    out."""
+    unique_id, pipeline_name = pipeline
+    required = {"level": "job", "id": job_id, "name": name, "pipeline_unique_id": unique_id}
+    required |= {"pipeline_name": pipeline_name, "url": url, "start": start}
+    return {**required, "status": RUNNING, **_present(optional)}
+
+
+def finish(
+    resource: dict[str, Any], status: str, end: str | None, context: MappingContext, error: dict[str, str] | None
+) -> None:
+    """Make a resource final: its status, its end (the source's, else the receipt time) and, when it failed, the
+    error block."""
+    resource["status"] = status
+    resource["end"] = end or rfc3339(context.received_at)
+    if status == "error" and error is not None:
+        resource["error"] = error
+
+
+def error_block(domain: str, kind: str, message: str) -> dict[str, str]:
+    """The ``error`` of a failed resource: ``domain`` is ``user``, ``provider`` or ``unknown``."""
+    return {"domain": domain, "type": kind, "message": message}
+
+
 def ci_outbound(resource: dict[str, Any], provider_name: str, context: MappingContext) -> Outbound:
     """Wrap a finished or running pipeline, stage or job resource as an :class:`Outbound`.
 
-    Times are clamped to the receipt time and a start after the end is moved back to it, so the mapping never
-    produces a body the intake refuses for its clock; a final event the intake's window has passed is expired.
+    Times may be in any form the source wrote; they are clamped to the receipt time and a start after the end is
+    moved back to it, so the mapping never produces a body the intake refuses for its clock.
     """
     now = context.received_at
-    resource = dict(resource)
-    start = clamp_future(parse_time(resource["start"]) or now, now)
-    end = parse_time(resource.get("end"))
-    if end is not None:
-        end = clamp_future(end, now)
-        start = min(start, end)
-        resource["end"] = rfc3339(end)
-    resource["start"] = rfc3339(start)
-    level = resource["level"]
-    unique_id = resource["unique_id"] if level == "pipeline" else resource["id"]
-    final = resource["status"] != RUNNING
-    reason = expiry_reason(start, end, now) if final else None
-    return Outbound(CI_PIPELINE, unique_id, level, final, pipeline_request(resource, provider_name), end, reason)
+    start = read_source_time(resource["start"]) or now
+    return pipeline_outbound(resource, provider_name, now, start, read_source_time(resource.get("end")))
 
 
 def milliseconds_between(start: dt.datetime | None, end: dt.datetime | None) -> int:
@@ -398,35 +329,68 @@ def milliseconds_between(start: dt.datetime | None, end: dt.datetime | None) -> 
     return max(0, int((end - start).total_seconds() * 1000))
 
 
-def delivery_id(value: Any) -> str | None:
-    """A delivery id, or None when the source sent none or an empty one.
+# --- The kit ----------------------------------------------------------------------------------------------------
+class WebhookSource:
+    """A webhook adapter built from the kit: subclass it, declare what differs, implement three methods.
 
-    An empty id names no delivery: kept as ``''`` it would make every later empty one look like a repeat of the
-    first. Such a webhook is accepted like one from a source that sends no id (not deduplicated).
+    Declare ``name`` (the URL segment), ``auth`` (an :class:`HmacSignature` or :class:`SharedToken`),
+    ``schemas`` (the marshmallow schema of each kind of body mapped), how to tell a body's kind (``kind_field``
+    and/or ``kind_header``, the header's values translated by ``header_kinds``; a source with one schema needs
+    neither) and, when Datadog knows the source by another name, ``provider``. Implement :meth:`record` (what to
+    store of a body's checked values) and :meth:`resources` (the Datadog resources a record that moves its run
+    forward becomes). The base signs, verifies, parses (a kind with no schema is ignored, an empty delivery id is
+    no id), drops old news and wraps each resource for the intake.
     """
-    return (value.strip() or None) if isinstance(value, str) else None
 
+    name: ClassVar[str]
+    provider: ClassVar[str | None] = None  # None: Datadog knows the source by its name
+    kind_field: ClassVar[str | None] = None
+    kind_header: ClassVar[str | None] = None
+    header_kinds: ClassVar[Mapping[str, str] | None] = None
+    auth: ClassVar[HmacSignature | SharedToken]
+    schemas: ClassVar[Mapping[str, Schema]]
 
-def split_ref(ref: str | None) -> tuple[str | None, str | None]:
-    """A CI tool's ref as ``(branch, tag)`` in the names a user sees.
+    def sign(self, body: bytes, secret: str) -> dict[str, str]:
+        return self.auth.sign(body, secret)
 
-    ``refs/heads/``, ``refs/remotes/origin/``, ``refs/remotes/`` and ``origin/`` go (``origin/main`` is ``main``);
-    ``refs/tags/v1`` is the tag ``v1``; any other ref (``refs/pull/166/head``) loses ``refs/``, as ``git`` shows it.
-    """
-    if not ref:
-        return None, None
-    if ref.startswith("refs/tags/"):
-        return None, ref.removeprefix("refs/tags/") or None
-    for prefix in ("refs/heads/", "refs/remotes/origin/", "refs/remotes/", "origin/", "refs/"):
-        if ref.startswith(prefix):
-            return ref.removeprefix(prefix) or None, None
-    return ref, None
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> str | None:
+        return self.auth.verify(headers, body, secret)
 
+    def parse(self, headers: Mapping[str, str], body: bytes) -> SourceRecord | None:
+        data = json_object(body)
+        kind = self.kind(headers, data)
+        if kind is None or kind not in self.schemas:
+            return None  # pings and every event the source adds later
+        record = self.record(kind, load(self.schemas[kind], data), headers)
+        if record is None:
+            return None
+        return dataclasses.replace(record, delivery_id=delivery_id(record.delivery_id))
 
-def rfc3339_or_none(value: Any) -> str | None:
-    """A time in any form :func:`parse_time` reads as RFC 3339 in UTC, or None when it is missing or unusable."""
-    moment = parse_time(value)
-    try:
-        return rfc3339(moment) if moment else None
-    except (OverflowError, ValueError):
-        return None
+    def map(self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext) -> list[Outbound]:
+        step = transition(record, history)
+        if step is None:
+            return []
+        provider = self.provider or self.name
+        return [ci_outbound(item, provider, context) for item in self.resources(record, history, context, step)]
+
+    def kind(self, headers: Mapping[str, str], data: Mapping[str, Any]) -> str | None:
+        """Which of :attr:`schemas` this body is: its ``kind_field``, else its ``kind_header`` (through
+        ``header_kinds`` when given), else the only schema there is; None for a body this source does not map."""
+        if self.kind_field is not None:
+            kind = kind_name(data.get(self.kind_field), self.kind_field)
+            if kind:
+                return kind
+        if self.kind_header is not None:
+            given = header(headers, self.kind_header) or ""
+            return self.header_kinds.get(given) if self.header_kinds is not None else given or None
+        return next(iter(self.schemas)) if len(self.schemas) == 1 else None
+
+    def record(self, kind: str, values: dict[str, Any], headers: Mapping[str, str]) -> SourceRecord | None:
+        """What to store of a body of ``kind`` whose checked ``values`` the schema gave."""
+        raise NotImplementedError
+
+    def resources(
+        self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext, step: Step
+    ) -> list[dict[str, Any]]:
+        """The pipeline, stage and job resources a record that moves its run by ``step`` becomes."""
+        raise NotImplementedError

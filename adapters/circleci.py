@@ -16,27 +16,10 @@ from typing import Any
 
 from marshmallow import fields
 
-from adapters.base import (
-    MappingContext,
-    Moment,
-    Outbound,
-    PayloadSchema,
-    Rejected,
-    SourceRecord,
-    author_email,
-    ci_outbound,
-    delivery_id,
-    git_info,
-    header,
-    hmac_sha256_hex,
-    json_object,
-    load,
-    optional_text,
-    rfc3339,
-    rfc3339_or_none,
-    secrets_match,
-    transition,
-)
+from adapters import base
+from adapters.base import HmacSignature, MappingContext, Rejected, SourceRecord, Step, WebhookSource
+from adapters.payload import PayloadSchema, SourceTime, optional_text, rfc3339_or_none
+from adapters.target import rfc3339
 
 PROVIDER = "circleci"
 WORKFLOW, JOB = "workflow-completed", "job-completed"
@@ -63,7 +46,7 @@ class VcsCommitSchema(PayloadSchema):
     body = optional_text()
     author = fields.Nested(PersonSchema, allow_none=True)
     committer = fields.Nested(PersonSchema, allow_none=True)
-    committed_at = Moment(allow_none=True)
+    committed_at = SourceTime(allow_none=True)
 
 
 class VcsSchema(PayloadSchema):
@@ -87,8 +70,8 @@ class WorkflowSchema(PayloadSchema):
     id = fields.String(required=True)
     name = fields.String(required=True)
     status = optional_text()  # only in workflow-completed
-    created_at = Moment(required=True)
-    stopped_at = Moment(allow_none=True)
+    created_at = SourceTime(required=True)
+    stopped_at = SourceTime(allow_none=True)
     url = fields.String(required=True)
 
 
@@ -97,8 +80,8 @@ class JobSchema(PayloadSchema):
     name = fields.String(required=True)
     number = fields.Integer(allow_none=True)
     status = fields.String(required=True)
-    started_at = Moment(allow_none=True)
-    stopped_at = Moment(allow_none=True)
+    started_at = SourceTime(allow_none=True)
+    stopped_at = SourceTime(allow_none=True)
 
 
 class ProjectSchema(PayloadSchema):
@@ -109,7 +92,7 @@ class ProjectSchema(PayloadSchema):
 class WebhookSchema(PayloadSchema):
     type = fields.String(required=True)
     id = fields.String(required=True)
-    happened_at = Moment(allow_none=True)
+    happened_at = SourceTime(allow_none=True)
     workflow = fields.Nested(WorkflowSchema, required=True)
     pipeline = fields.Nested(PipelineSchema, required=True)
     project = fields.Nested(ProjectSchema, required=True)
@@ -120,61 +103,36 @@ class JobWebhookSchema(WebhookSchema):
     job = fields.Nested(JobSchema, required=True)
 
 
-SCHEMAS = {WORKFLOW: WebhookSchema(), JOB: JobWebhookSchema()}
-
-
-class CircleCIAdapter:
+class CircleCIAdapter(WebhookSource):
     """``POST /hooks/circleci``; create the webhook in Project Settings with the bridge's secret."""
 
-    name = "circleci"
+    name = PROVIDER
+    # The header may carry several schemes ("v1=...,v2=..."); only v1 is defined today.
+    auth = HmacSignature("circleci-signature", "v1=")
+    schemas = {WORKFLOW: WebhookSchema(), JOB: JobWebhookSchema()}
+    kind_field, kind_header = "type", "circleci-event-type"
 
-    def sign(self, body: bytes, secret: str) -> dict[str, str]:
-        """The header CircleCI adds to every delivery."""
-        return {"circleci-signature": "v1=" + hmac_sha256_hex(secret, body)}
-
-    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> str | None:
-        given = header(headers, "circleci-signature")
-        if not given:
-            return "the circleci-signature header is missing"
-        # The header may carry several schemes ("v1=...,v2=..."); only v1 is defined today.
-        signatures = [part.strip()[3:] for part in given.split(",") if part.strip().startswith("v1=")]
-        expected = hmac_sha256_hex(secret, body)
-        if not any(secrets_match(signature, expected) for signature in signatures):
-            return "the circleci-signature v1 signature does not match the body"
-        return None
-
-    def parse(self, headers: Mapping[str, str], body: bytes) -> SourceRecord | None:
-        data = json_object(body)
+    def kind(self, headers: Mapping[str, str], data: Mapping[str, Any]) -> str | None:
         if "payload" in data and "type" not in data:
             raise Rejected(
                 "This is a CircleCI 1.0 notify webhook, which the bridge does not read: CircleCI 1.0 was shut down "
                 "in 2018. Add a webhook in the project's settings (workflow-completed and job-completed) instead."
             )
-        kind = data.get("type") or header(headers, "circleci-event-type")
-        if not isinstance(kind, str):
-            raise Rejected("Some fields are invalid.", fields={"type": ["Not a valid string."]})
-        if kind not in SCHEMAS:
-            return None  # "ping" and any event type CircleCI adds later
-        values = load(SCHEMAS[kind], data)
+        return super().kind(headers, data)
+
+    def record(self, kind: str, values: dict[str, Any], headers: Mapping[str, str]) -> SourceRecord | None:
         unit = values["job"] if kind == JOB else values["workflow"]
         if not unit.get("status"):
             missing = {"workflow": {"status": ["Missing data for required field."]}}
             raise Rejected("Some fields are invalid.", fields=missing)
         commit = _commit(values["pipeline"])
-        return SourceRecord(
-            event_type=kind,
-            run_key=f"{values['project']['slug']}#{'job' if kind == JOB else 'workflow'}:{unit['id']}",
-            app_name=values["project"]["slug"],
-            fields=values,
-            delivery_id=delivery_id(values["id"]),
-            status=STATUSES.get(unit["status"], "error"),
-            branch=commit.get("branch"),
-            commit_id=commit.get("sha"),
-        )
+        slug, status = values["project"]["slug"], STATUSES.get(unit["status"], "error")
+        run_key = f"{slug}#{'job' if kind == JOB else 'workflow'}:{unit['id']}"
+        return SourceRecord(kind, run_key, slug, values, values["id"], status, commit.get("branch"), commit.get("sha"))
 
-    def map(self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext) -> list[Outbound]:
-        if transition(record, history) is None:
-            return []
+    def resources(
+        self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext, step: Step
+    ) -> list[dict[str, Any]]:
         values = record.fields
         workflow, pipeline = values.get("workflow"), values["pipeline"]
         slug = values["project"]["slug"]
@@ -185,48 +143,38 @@ class CircleCIAdapter:
             pipeline_uuid = context.run_uuid(PROVIDER, "pipeline", pipeline["id"])
             pipeline_name = values["project"].get("name") or slug
             pipeline_url = f"https://app.circleci.com/pipelines/{slug}/{pipeline.get('number') or ''}".rstrip("/")
-        common: dict[str, Any] = {"status": record.status}
         git = _git(values, context)
-        if git:
-            common["git"] = git
         if record.event_type == WORKFLOW:
             assert workflow is not None  # the workflow-completed schema requires it
-            resource: dict[str, Any] = {
-                "level": "pipeline",
-                "unique_id": pipeline_uuid,
-                "name": pipeline_name,
-                "url": pipeline_url,
-                "start": workflow["created_at"],
-                "end": workflow.get("stopped_at") or rfc3339(context.received_at),
-                "partial_retry": False,
-                **common,
-            }
             number = pipeline.get("number")
-            if number is not None:
-                resource["pipeline_id"] = str(number)
-            what, raw = f"workflow {workflow['name']!r}", workflow["status"]
+            resource = base.pipeline_resource(
+                pipeline_uuid,
+                pipeline_name,
+                pipeline_url,
+                workflow["created_at"],
+                pipeline_id=None if number is None else str(number),
+                git=git,
+            )
+            end, what, raw = workflow.get("stopped_at"), f"workflow {workflow['name']!r}", workflow["status"]
         else:
             job = values["job"]
             end = job.get("stopped_at") or rfc3339(context.received_at)
-            resource = {
-                "level": "job",
-                "id": context.run_uuid(PROVIDER, "job", job["id"]),
-                "name": job["name"],
-                "pipeline_unique_id": pipeline_uuid,
-                "pipeline_name": pipeline_name,
-                "url": f"{pipeline_url}/jobs/{job['number']}" if workflow and job.get("number") else pipeline_url,
-                "start": job.get("started_at") or end,
-                "end": end,
-                **common,
-            }
+            resource = base.job_resource(
+                context.run_uuid(PROVIDER, "job", job["id"]),
+                job["name"],
+                (pipeline_uuid, pipeline_name),
+                f"{pipeline_url}/jobs/{job['number']}" if workflow and job.get("number") else pipeline_url,
+                job.get("started_at") or end,
+                git=git,
+            )
             what, raw = f"job {job['name']!r}", job["status"]
-        if record.status == "error":
-            resource["error"] = {"domain": "unknown", "type": raw, "message": f"CircleCI: {what} ended {raw}"}
+        error = base.error_block("unknown", raw, f"CircleCI: {what} ended {raw}")
+        base.finish(resource, str(record.status), end, context, error)
         resource["tags"] = [f"circleci.project:{slug}", f"circleci.status:{raw}"]
         trigger = (pipeline.get("trigger") or {}).get("type")
         if trigger:
             resource["tags"].append(f"circleci.trigger:{trigger}")
-        return [ci_outbound(resource, PROVIDER, context)]
+        return [resource]
 
 
 def _text(value: Any) -> str | None:
@@ -279,10 +227,10 @@ def _git(values: Mapping[str, Any], context: MappingContext) -> dict[str, Any] |
     repository = commit["repository"]
     name = commit.get("author_name")
     ref = {"tag": commit["tag"]} if commit.get("tag") else {"branch": commit.get("branch")}
-    return git_info(
+    return base.git_info(
         repository,
         commit["sha"],
-        commit.get("author_email") or (author_email(name, repository, context) if repository else None),
+        commit.get("author_email") or (base.author_email(name, repository, context) if repository else None),
         **ref,
         message=commit.get("message"),
         author_name=name,

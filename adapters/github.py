@@ -13,31 +13,10 @@ from typing import Any
 
 from marshmallow import fields
 
-from adapters.base import (
-    QUEUED,
-    RUNNING,
-    MappingContext,
-    Moment,
-    Outbound,
-    PayloadSchema,
-    SourceRecord,
-    author_email,
-    ci_outbound,
-    delivery_id,
-    first_received,
-    git_info,
-    header,
-    hmac_sha256_hex,
-    json_object,
-    load,
-    milliseconds_between,
-    optional_text,
-    parse_time,
-    rfc3339,
-    secrets_match,
-    split_ref,
-    transition,
-)
+from adapters import base
+from adapters.base import QUEUED, HmacSignature, MappingContext, SourceRecord, Step, WebhookSource
+from adapters.payload import PayloadSchema, SourceTime, optional_text, read_source_time, rfc3339_or_none
+from adapters.target import RUNNING, rfc3339
 
 PROVIDER = "github"
 WORKFLOW_RUN, WORKFLOW_JOB = "workflow_run", "workflow_job"
@@ -66,7 +45,7 @@ class PersonSchema(PayloadSchema):
 class CommitSchema(PayloadSchema):
     id = optional_text()
     message = optional_text()
-    timestamp = Moment(allow_none=True)
+    timestamp = SourceTime(allow_none=True)
     author = fields.Nested(PersonSchema, allow_none=True)
     committer = fields.Nested(PersonSchema, allow_none=True)
 
@@ -95,9 +74,9 @@ class RunSchema(PayloadSchema):
     head_branch = optional_text()
     head_sha = fields.String(required=True)
     html_url = fields.String(required=True)
-    created_at = Moment(allow_none=True)
-    run_started_at = Moment(allow_none=True)
-    updated_at = Moment(allow_none=True)
+    created_at = SourceTime(allow_none=True)
+    run_started_at = SourceTime(allow_none=True)
+    updated_at = SourceTime(allow_none=True)
     head_commit = fields.Nested(CommitSchema, allow_none=True)
     actor = fields.Nested(LoginSchema, allow_none=True)
     pull_requests = fields.List(fields.Nested(PullRequestSchema), load_default=list)
@@ -119,9 +98,9 @@ class JobSchema(PayloadSchema):
     html_url = fields.String(required=True)
     status = optional_text()
     conclusion = optional_text()
-    created_at = Moment(allow_none=True)
-    started_at = Moment(allow_none=True)
-    completed_at = Moment(allow_none=True)
+    created_at = SourceTime(allow_none=True)
+    started_at = SourceTime(allow_none=True)
+    completed_at = SourceTime(allow_none=True)
     labels = fields.List(fields.String(), load_default=list)
     runner_name = optional_text()
     steps = fields.List(fields.Nested(StepSchema), load_default=list)
@@ -142,56 +121,32 @@ class WorkflowJobEventSchema(PayloadSchema):
     sender = fields.Nested(LoginSchema, allow_none=True)
 
 
-SCHEMAS = {WORKFLOW_RUN: WorkflowRunEventSchema(), WORKFLOW_JOB: WorkflowJobEventSchema()}
-
-
-class GitHubAdapter:
+class GitHubAdapter(WebhookSource):
     """``POST /hooks/github``; configure the webhook with content type ``application/json``."""
 
-    name = "github"
+    name = PROVIDER
+    auth = HmacSignature("X-Hub-Signature-256", "sha256=")
+    schemas = {WORKFLOW_RUN: WorkflowRunEventSchema(), WORKFLOW_JOB: WorkflowJobEventSchema()}
+    kind_header = "X-GitHub-Event"
 
-    def sign(self, body: bytes, secret: str) -> dict[str, str]:
-        """The headers GitHub adds to a delivery, for tests and for replaying a saved payload."""
-        return {"X-Hub-Signature-256": "sha256=" + hmac_sha256_hex(secret, body)}
-
-    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> str | None:
-        signature = header(headers, "X-Hub-Signature-256")
-        if not signature:
-            return "the X-Hub-Signature-256 header is missing"
-        if not secrets_match(signature, "sha256=" + hmac_sha256_hex(secret, body)):
-            return "the X-Hub-Signature-256 signature does not match the body"
-        return None
-
-    def parse(self, headers: Mapping[str, str], body: bytes) -> SourceRecord | None:
-        event = header(headers, "X-GitHub-Event")
-        if event not in SCHEMAS:
-            return None  # ping and every event this adapter does not map
-        values = load(SCHEMAS[event], json_object(body))
-        status = _status(values["action"], values[event].get("conclusion"))
+    def record(self, kind: str, values: dict[str, Any], headers: Mapping[str, str]) -> SourceRecord | None:
+        status = _status(values["action"], values[kind].get("conclusion"))
         if status is None:
             return None
         repository = values["repository"]["full_name"]
-        item = values[event]
-        key = f"{repository}#run:{item['id']}:{item['run_attempt']}" if event == WORKFLOW_RUN else None
+        item = values[kind]
+        key = f"run:{item['id']}:{item['run_attempt']}" if kind == WORKFLOW_RUN else f"job:{item['id']}"
+        delivery_id = base.header(headers, "X-GitHub-Delivery")
         return SourceRecord(
-            event_type=event,
-            run_key=key or f"{repository}#job:{item['id']}",
-            app_name=repository,
-            fields=values,
-            delivery_id=delivery_id(header(headers, "X-GitHub-Delivery")),
-            status=status,
-            branch=_branch(item),
-            commit_id=item["head_sha"],
+            kind, f"{repository}#{key}", repository, values, delivery_id, status, _branch(item), item["head_sha"]
         )
 
-    def map(self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext) -> list[Outbound]:
-        if transition(record, history) is None:
-            return []
+    def resources(
+        self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext, step: Step
+    ) -> list[dict[str, Any]]:
         if record.event_type == WORKFLOW_RUN:
-            resource = _pipeline(record, history, context)
-        else:
-            resource = _job(record, history, context)
-        return [ci_outbound(resource, PROVIDER, context)]
+            return [_pipeline(record, history, context)]
+        return [_job(record, history, context)]
 
 
 def _branch(item: Mapping[str, Any]) -> str | None:
@@ -202,7 +157,7 @@ def _branch(item: Mapping[str, Any]) -> str | None:
     if not head or not head.startswith("refs/"):
         return head or None
     pulls = [pull for pull in item.get("pull_requests") or [] if (pull.get("head") or {}).get("ref")]
-    return pulls[0]["head"]["ref"] if pulls else split_ref(head)[0]
+    return pulls[0]["head"]["ref"] if pulls else base.split_ref(head)[0]
 
 
 def _status(action: str, conclusion: str | None) -> str | None:
@@ -219,44 +174,49 @@ def _pipeline(record: SourceRecord, history: Sequence[SourceRecord], context: Ma
     values = record.fields
     run, repository = values["workflow_run"], values["repository"]
     workflow_name = (values.get("workflow") or {}).get("name")
-    created = parse_time(run.get("created_at"))
-    started = parse_time(run.get("run_started_at")) or created or first_received(record, history, context.received_at)
-    resource: dict[str, Any] = {
-        "level": "pipeline",
-        "unique_id": _pipeline_uuid(context, repository["full_name"], run["id"], run["run_attempt"]),
-        "name": run.get("name") or workflow_name or repository["full_name"],
-        "url": run["html_url"],
-        "start": rfc3339(started),
-        "status": RUNNING,
-        "partial_retry": False,
-        "pipeline_id": str(run["id"]),
-        "queue_time": milliseconds_between(created, started),
-    }
-    if run.get("event"):
-        resource["is_manual"] = run["event"] == "workflow_dispatch"
+    created = read_source_time(run.get("created_at"))
+    started = (
+        read_source_time(run.get("run_started_at"))
+        or created
+        or base.first_received(record, history, context.received_at)
+    )
     commit = run.get("head_commit") or {}
     author, committer = commit.get("author") or {}, commit.get("committer") or {}
     login = (run.get("actor") or values.get("sender") or {}).get("login")
-    git = git_info(
+    git = base.git_info(
         repository["html_url"],
         run["head_sha"],
-        author.get("email") or author_email(login, repository["html_url"], context),
+        author.get("email") or base.author_email(login, repository["html_url"], context),
         branch=_branch(run),
         message=commit.get("message"),
         author_name=author.get("name"),
         committer_name=committer.get("name"),
         committer_email=committer.get("email"),
-        commit_time=_rfc3339_or_none(commit.get("timestamp")),
+        commit_time=rfc3339_or_none(commit.get("timestamp")),
     )
-    if git:
-        resource["git"] = git
+    resource = base.pipeline_resource(
+        _pipeline_uuid(context, repository["full_name"], run["id"], run["run_attempt"]),
+        run.get("name") or workflow_name or repository["full_name"],
+        run["html_url"],
+        rfc3339(started),
+        pipeline_id=str(run["id"]),
+        queue_time=base.milliseconds_between(created, started),
+        is_manual=run["event"] == "workflow_dispatch" if run.get("event") else None,
+        git=git,
+    )
     tags = [f"github.repository:{repository['full_name']}", f"github.run_attempt:{run['run_attempt']}"]
     if run.get("event"):
         tags.append(f"github.event:{run['event']}")
     if record.status != RUNNING:
-        resource["status"] = record.status
-        resource["end"] = run.get("updated_at") or rfc3339(context.received_at)
-        _finish(resource, tags, run.get("conclusion"), f"workflow run {run['id']}")
+        _finish(
+            resource,
+            str(record.status),
+            run.get("updated_at"),
+            context,
+            tags,
+            run.get("conclusion"),
+            f"workflow run {run['id']}",
+        )
     resource["tags"] = tags
     return resource
 
@@ -264,55 +224,52 @@ def _pipeline(record: SourceRecord, history: Sequence[SourceRecord], context: Ma
 def _job(record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext) -> dict[str, Any]:
     values = record.fields
     job, repository = values["workflow_job"], values["repository"]
-    created = parse_time(job.get("created_at"))
-    started = parse_time(job.get("started_at")) or first_received(record, history, context.received_at)
-    resource: dict[str, Any] = {
-        "level": "job",
-        "id": context.run_uuid(PROVIDER, repository["full_name"], "job", job["id"]),
-        "name": job["name"],
-        "pipeline_unique_id": _pipeline_uuid(context, repository["full_name"], job["run_id"], job["run_attempt"]),
-        "pipeline_name": job.get("workflow_name") or repository["full_name"],
-        "url": job["html_url"],
-        "start": rfc3339(started),
-        "status": RUNNING,
-        "queue_time": milliseconds_between(created, started),
-    }
+    created = read_source_time(job.get("created_at"))
+    started = read_source_time(job.get("started_at")) or base.first_received(record, history, context.received_at)
     login = (values.get("sender") or {}).get("login")
-    git = git_info(
+    git = base.git_info(
         repository["html_url"],
         job["head_sha"],
-        author_email(login, repository["html_url"], context),
+        base.author_email(login, repository["html_url"], context),
         branch=_branch(job),
     )
-    if git:
-        resource["git"] = git
-    if job.get("runner_name"):
-        resource["node"] = {"name": job["runner_name"], "labels": job["labels"]}
+    resource = base.job_resource(
+        context.run_uuid(PROVIDER, repository["full_name"], "job", job["id"]),
+        job["name"],
+        (
+            _pipeline_uuid(context, repository["full_name"], job["run_id"], job["run_attempt"]),
+            job.get("workflow_name") or repository["full_name"],
+        ),
+        job["html_url"],
+        rfc3339(started),
+        queue_time=base.milliseconds_between(created, started),
+        git=git,
+        node={"name": job["runner_name"], "labels": job["labels"]} if job.get("runner_name") else None,
+    )
     tags = [f"github.repository:{repository['full_name']}", f"github.run_attempt:{job['run_attempt']}"]
     if record.status != RUNNING:
-        resource["status"] = JOB_STATUS.get(str(record.status), record.status)
-        resource["end"] = job.get("completed_at") or rfc3339(context.received_at)
+        status = JOB_STATUS.get(str(record.status), str(record.status))
         failed = [step["name"] for step in job["steps"] if step.get("conclusion") == "failure" and step.get("name")]
         what = f"job {job['name']!r}" + (f" (step {failed[0]!r})" if failed else "")
-        _finish(resource, tags, job.get("conclusion"), what)
+        _finish(resource, status, job.get("completed_at"), context, tags, job.get("conclusion"), what)
     resource["tags"] = tags
     return resource
 
 
-def _finish(resource: dict[str, Any], tags: list[str], conclusion: str | None, what: str) -> None:
-    """Add the conclusion tag, and the error block when the run or job failed."""
+def _finish(
+    resource: dict[str, Any],
+    status: str,
+    end: str | None,
+    context: MappingContext,
+    tags: list[str],
+    conclusion: str | None,
+    what: str,
+) -> None:
+    """Finish the run or job with the conclusion as a tag and, when it failed, in the error block."""
     tags.append(f"github.conclusion:{conclusion or 'unknown'}")
-    if resource["status"] == "error":
-        resource["error"] = {
-            "domain": ERROR_DOMAINS.get(conclusion or "", "unknown"),
-            "type": conclusion or "unknown",
-            "message": f"GitHub Actions: {what} ended with {conclusion or 'no conclusion'}",
-        }
-
-
-def _rfc3339_or_none(value: str | None) -> str | None:
-    moment = parse_time(value)
-    return rfc3339(moment) if moment else None
+    message = f"GitHub Actions: {what} ended with {conclusion or 'no conclusion'}"
+    error = base.error_block(ERROR_DOMAINS.get(conclusion or "", "unknown"), conclusion or "unknown", message)
+    base.finish(resource, status, end, context, error)
 
 
 adapter = GitHubAdapter()

@@ -20,31 +20,10 @@ from urllib.parse import urlsplit
 
 from marshmallow import fields, validate
 
-from adapters.base import (
-    MAX_DURATION,
-    QUEUED,
-    RUNNING,
-    MappingContext,
-    Moment,
-    Outbound,
-    PayloadSchema,
-    Rejected,
-    SourceRecord,
-    author_email,
-    ci_outbound,
-    delivery_id,
-    first_received,
-    git_info,
-    header,
-    json_object,
-    load,
-    milliseconds_between,
-    optional_text,
-    parse_time,
-    rfc3339,
-    secrets_match,
-    transition,
-)
+from adapters import base
+from adapters.base import QUEUED, MappingContext, Rejected, SharedToken, SourceRecord, Step, WebhookSource
+from adapters.payload import PayloadSchema, SourceTime, optional_text, read_source_time, rfc3339_or_none
+from adapters.target import MAX_DURATION, RUNNING, rfc3339
 
 PROVIDER = "gitlab"
 PIPELINE, JOB = "pipeline", "build"
@@ -87,8 +66,8 @@ class BuildSchema(PayloadSchema):
     name = fields.String(required=True)
     status = fields.String(required=True)
     allow_failure = fields.Boolean(load_default=False)
-    started_at = Moment(allow_none=True)
-    finished_at = Moment(allow_none=True)
+    started_at = SourceTime(allow_none=True)
+    finished_at = SourceTime(allow_none=True)
 
 
 class PipelineAttributesSchema(PayloadSchema):
@@ -101,15 +80,15 @@ class PipelineAttributesSchema(PayloadSchema):
     source = optional_text()
     status = fields.String(required=True)
     stages = fields.List(fields.String(), load_default=list)
-    created_at = Moment(allow_none=True)
-    finished_at = Moment(allow_none=True)
+    created_at = SourceTime(allow_none=True)
+    finished_at = SourceTime(allow_none=True)
     queued_duration = _seconds()
     url = optional_text()
 
 
 class CommitSchema(PayloadSchema):
     message = optional_text()
-    timestamp = Moment(allow_none=True)
+    timestamp = SourceTime(allow_none=True)
     author = fields.Nested(
         PayloadSchema.from_dict({"name": optional_text(), "email": optional_text()}), allow_none=True
     )
@@ -138,9 +117,9 @@ class JobHookSchema(PayloadSchema):
     build_name = fields.String(required=True)
     build_stage = fields.String(required=True)
     build_status = fields.String(required=True)
-    build_created_at = Moment(allow_none=True)
-    build_started_at = Moment(allow_none=True)
-    build_finished_at = Moment(allow_none=True)
+    build_created_at = SourceTime(allow_none=True)
+    build_started_at = SourceTime(allow_none=True)
+    build_finished_at = SourceTime(allow_none=True)
     build_queued_duration = _seconds()
     build_allow_failure = fields.Boolean(load_default=False)
     build_failure_reason = optional_text()
@@ -153,39 +132,18 @@ class JobHookSchema(PayloadSchema):
     runner = fields.Nested(RunnerSchema, allow_none=True)
 
 
-SCHEMAS = {PIPELINE: PipelineHookSchema(), JOB: JobHookSchema()}
-
-
-class GitLabAdapter:
+class GitLabAdapter(WebhookSource):
     """``POST /hooks/gitlab``; set the webhook's secret token and tick "Pipeline events" and "Job events"."""
 
-    name = "gitlab"
+    name = PROVIDER
+    auth = SharedToken("X-Gitlab-Token")
+    schemas = {PIPELINE: PipelineHookSchema(), JOB: JobHookSchema()}
 
-    def sign(self, body: bytes, secret: str) -> dict[str, str]:
-        """The header GitLab adds to every delivery."""
-        return {"X-Gitlab-Token": secret}
+    kind_field, kind_header, header_kinds = "object_kind", "X-Gitlab-Event", EVENT_HEADERS
 
-    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> str | None:
-        token = header(headers, "X-Gitlab-Token")
-        if not token:
-            return "the X-Gitlab-Token header is missing"
-        if not secrets_match(token, secret):
-            return "the X-Gitlab-Token header does not match"
-        return None
-
-    def parse(self, headers: Mapping[str, str], body: bytes) -> SourceRecord | None:
-        data = json_object(body)
-        kind = data.get("object_kind")
-        if kind is None:
-            kind = EVENT_HEADERS.get(header(headers, "X-Gitlab-Event") or "")
-        if kind is not None and not isinstance(kind, str):
-            raise Rejected("Some fields are invalid.", fields={"object_kind": ["Not a valid string."]})
-        if kind not in SCHEMAS:
-            return None
-        values = load(SCHEMAS[kind], data)
+    def record(self, kind: str, values: dict[str, Any], headers: Mapping[str, str]) -> SourceRecord | None:
         if kind == JOB:
             _complete_job(values)
-        delivery = delivery_id(header(headers, "Idempotency-Key") or header(headers, "X-Gitlab-Event-UUID"))
         project = values["project"]
         if kind == PIPELINE:
             run = values["object_attributes"]
@@ -193,28 +151,21 @@ class GitLabAdapter:
         else:
             run = values
             key, status = f"job:{values['build_id']}", values["build_status"]
+        run_key, app_name = f"{_project_key(project)}#{key}", project["path_with_namespace"]
+        delivery_id = base.header(headers, "Idempotency-Key") or base.header(headers, "X-Gitlab-Event-UUID")
+        branch = None if run.get("tag") else run.get("ref")
         return SourceRecord(
-            event_type=kind,
-            run_key=f"{_project_key(project)}#{key}",
-            app_name=project["path_with_namespace"],
-            fields=values,
-            delivery_id=delivery,
-            status=STATUSES.get(status, QUEUED),
-            branch=None if run.get("tag") else run.get("ref"),
-            commit_id=run["sha"],
+            kind, run_key, app_name, values, delivery_id, STATUSES.get(status, QUEUED), branch, run["sha"]
         )
 
-    def map(self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext) -> list[Outbound]:
-        step = transition(record, history)
-        if step is None:
-            return []
+    def resources(
+        self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext, step: Step
+    ) -> list[dict[str, Any]]:
         if record.event_type == JOB:
-            return [ci_outbound(_job(record, history, context), PROVIDER, context)]
+            return [_job(record, history, context)]
         pipeline = _pipeline(record, history, context)
-        outbounds = [ci_outbound(pipeline, PROVIDER, context)]
-        if step == "final":
-            outbounds += [ci_outbound(stage, PROVIDER, context) for stage in _stages(record.fields, pipeline, context)]
-        return outbounds
+        stages = _stages(record.fields, pipeline, context) if step == Step.FINAL else []
+        return [pipeline, *stages]
 
 
 def _complete_job(values: dict[str, Any]) -> None:
@@ -260,31 +211,19 @@ def _git(
 ) -> dict[str, Any] | None:
     ref_key = "tag" if values.get("tag") else "branch"
     username = (values.get("user") or {}).get("username")
-    email = email or (values.get("user") or {}).get("email") or author_email(username, project["web_url"], context)
-    return git_info(project["web_url"], values["sha"], email, **{ref_key: values.get("ref")}, **extra)
+    email = email or (values.get("user") or {}).get("email") or base.author_email(username, project["web_url"], context)
+    return base.git_info(project["web_url"], values["sha"], email, **{ref_key: values.get("ref")}, **extra)
 
 
 def _pipeline(record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext) -> dict[str, Any]:
     values = record.fields
     attributes, project = values["object_attributes"], values["project"]
-    created = parse_time(attributes.get("created_at")) or first_received(record, history, context.received_at)
+    created = read_source_time(attributes.get("created_at")) or base.first_received(
+        record, history, context.received_at
+    )
     queue_ms = int((attributes.get("queued_duration") or 0) * 1000)
-    resource: dict[str, Any] = {
-        "level": "pipeline",
-        "unique_id": _pipeline_uuid(context, project, attributes["id"]),
-        "name": project["path_with_namespace"],
-        "url": attributes.get("url") or f"{project['web_url']}/-/pipelines/{attributes['id']}",
-        "start": rfc3339(created + dt.timedelta(milliseconds=queue_ms)),
-        "status": RUNNING,
-        "partial_retry": False,
-        "pipeline_id": str(attributes["id"]),
-        "queue_time": queue_ms,
-    }
-    if attributes.get("source"):
-        resource["is_manual"] = attributes["source"] == "web"
     commit = values.get("commit") or {}
     author = commit.get("author") or {}
-    commit_time = parse_time(commit.get("timestamp"))
     git = _git(
         project,
         attributes | {"user": values.get("user")},
@@ -292,20 +231,26 @@ def _pipeline(record: SourceRecord, history: Sequence[SourceRecord], context: Ma
         context,
         message=commit.get("message"),
         author_name=author.get("name"),
-        commit_time=rfc3339(commit_time) if commit_time else None,
+        commit_time=rfc3339_or_none(commit.get("timestamp")),
     )
-    if git:
-        resource["git"] = git
+    resource = base.pipeline_resource(
+        _pipeline_uuid(context, project, attributes["id"]),
+        project["path_with_namespace"],
+        attributes.get("url") or f"{project['web_url']}/-/pipelines/{attributes['id']}",
+        rfc3339(created + dt.timedelta(milliseconds=queue_ms)),
+        pipeline_id=str(attributes["id"]),
+        queue_time=queue_ms,
+        is_manual=attributes["source"] == "web" if attributes.get("source") else None,
+        git=git,
+    )
     tags = [f"gitlab.project:{project['path_with_namespace']}"]
     if attributes.get("source"):
         tags.append(f"gitlab.source:{attributes['source']}")
     if record.status != RUNNING:
-        resource["status"] = record.status
-        resource["end"] = attributes.get("finished_at") or rfc3339(context.received_at)
-        if record.status == "error":
-            failed = [build["name"] for build in values["builds"] if _failed(build)]
-            which = f" (job {failed[0]!r})" if failed else ""
-            resource["error"] = _error("pipeline_failed", f"GitLab: pipeline {attributes['id']} failed{which}")
+        failed = [build["name"] for build in values["builds"] if _failed(build)]
+        which = f" (job {failed[0]!r})" if failed else ""
+        error = _error("pipeline_failed", f"GitLab: pipeline {attributes['id']} failed{which}")
+        base.finish(resource, str(record.status), attributes.get("finished_at"), context, error)
     resource["tags"] = tags
     return resource
 
@@ -321,9 +266,9 @@ def _stages(values: Mapping[str, Any], pipeline: Mapping[str, Any], context: Map
     stages = []
     for name in order:
         builds = by_stage[name]
-        starts = [moment for build in builds if (moment := parse_time(build.get("started_at")))]
-        ends = [moment for build in builds if (moment := parse_time(build.get("finished_at")))]
-        end = max(ends) if ends else parse_time(pipeline["end"]) or context.received_at
+        starts = [moment for build in builds if (moment := read_source_time(build.get("started_at")))]
+        ends = [moment for build in builds if (moment := read_source_time(build.get("finished_at")))]
+        end = max(ends) if ends else read_source_time(pipeline["end"]) or context.received_at
         stage: dict[str, Any] = {
             "level": "stage",
             "id": _stage_uuid(context, project, attributes["id"], name),
@@ -361,22 +306,11 @@ def _stage_status(builds: Sequence[Mapping[str, Any]]) -> str:
 def _job(record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext) -> dict[str, Any]:
     values = record.fields
     project = values["project"]
-    created = parse_time(values.get("build_created_at"))
-    started = parse_time(values.get("build_started_at")) or first_received(record, history, context.received_at)
-    queue_ms = int((values.get("build_queued_duration") or 0) * 1000) or milliseconds_between(created, started)
-    resource: dict[str, Any] = {
-        "level": "job",
-        "id": context.run_uuid(PROVIDER, _project_key(project), "job", values["build_id"]),
-        "name": values["build_name"],
-        "pipeline_unique_id": _pipeline_uuid(context, project, values["pipeline_id"]),
-        "pipeline_name": project["path_with_namespace"],
-        "url": f"{project['web_url']}/-/jobs/{values['build_id']}",
-        "start": rfc3339(started),
-        "status": RUNNING,
-        "queue_time": queue_ms,
-        "stage_name": values["build_stage"],
-        "stage_id": _stage_uuid(context, project, values["pipeline_id"], values["build_stage"]),
-    }
+    created = read_source_time(values.get("build_created_at"))
+    started = read_source_time(values.get("build_started_at")) or base.first_received(
+        record, history, context.received_at
+    )
+    queue_ms = int((values.get("build_queued_duration") or 0) * 1000) or base.milliseconds_between(created, started)
     commit = values.get("commit") or {}
     git = _git(
         project,
@@ -386,18 +320,25 @@ def _job(record: SourceRecord, history: Sequence[SourceRecord], context: Mapping
         message=commit.get("message"),
         author_name=commit.get("author_name"),
     )
-    if git:
-        resource["git"] = git
     runner = values.get("runner") or {}
-    if runner.get("description"):
-        resource["node"] = {"name": runner["description"], "labels": runner["tags"]}
+    resource = base.job_resource(
+        context.run_uuid(PROVIDER, _project_key(project), "job", values["build_id"]),
+        values["build_name"],
+        (_pipeline_uuid(context, project, values["pipeline_id"]), project["path_with_namespace"]),
+        f"{project['web_url']}/-/jobs/{values['build_id']}",
+        rfc3339(started),
+        queue_time=queue_ms,
+        stage_name=values["build_stage"],
+        stage_id=_stage_uuid(context, project, values["pipeline_id"], values["build_stage"]),
+        git=git,
+        node={"name": runner["description"], "labels": runner["tags"]} if runner.get("description") else None,
+    )
     tags = [f"gitlab.project:{project['path_with_namespace']}"]
     if record.status != RUNNING:
-        resource["status"] = record.status
-        resource["end"] = values.get("build_finished_at") or rfc3339(context.received_at)
+        reason = values.get("build_failure_reason") or "unknown_failure"
+        error = _error(reason, f"GitLab: job {values['build_name']!r} failed ({reason})")
+        base.finish(resource, str(record.status), values.get("build_finished_at"), context, error)
         if record.status == "error":
-            reason = values.get("build_failure_reason") or "unknown_failure"
-            resource["error"] = _error(reason, f"GitLab: job {values['build_name']!r} failed ({reason})")
             tags.append(f"gitlab.allow_failure:{str(values['build_allow_failure']).lower()}")
     resource["tags"] = tags
     return resource
@@ -406,8 +347,8 @@ def _job(record: SourceRecord, history: Sequence[SourceRecord], context: Mapping
 USER_FAILURES = frozenset({"script_failure", "pipeline_failed", "stage_failed"})
 
 
-def _error(kind: str, message: str) -> dict[str, Any]:
-    return {"domain": "user" if kind in USER_FAILURES else "unknown", "type": kind, "message": message}
+def _error(kind: str, message: str) -> dict[str, str]:
+    return base.error_block("user" if kind in USER_FAILURES else "unknown", kind, message)
 
 
 adapter = GitLabAdapter()

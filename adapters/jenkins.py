@@ -21,33 +21,13 @@ from urllib.parse import urljoin, urlsplit
 
 from marshmallow import fields, validate
 
-from adapters.base import (
-    MAX_DURATION,
-    QUEUED,
-    RUNNING,
-    MappingContext,
-    Outbound,
-    PayloadSchema,
-    Rejected,
-    SourceRecord,
-    author_email,
-    ci_outbound,
-    first_received,
-    git_info,
-    header,
-    json_object,
-    load,
-    milliseconds_between,
-    optional_text,
-    parse_time,
-    query_param,
-    rfc3339,
-    secrets_match,
-    split_ref,
-    transition,
-)
+from adapters import base
+from adapters.base import QUEUED, MappingContext, Rejected, SharedToken, SourceRecord, Step, WebhookSource
+from adapters.payload import PayloadSchema, optional_text, read_source_time
+from adapters.target import MAX_DURATION, RUNNING, rfc3339
 
 PROVIDER = "jenkins"
+NOTIFICATION = "notification"
 TOKEN_HEADER, TOKEN_PARAM = "X-Jenkins-Token", "token"
 ROOT_PARAM = "jenkins_url"
 FINAL_PHASES = ("COMPLETED", "FINALIZED", "FINISHED")
@@ -95,85 +75,58 @@ class NotificationSchema(PayloadSchema):
     build = fields.Nested(BuildSchema, required=True)
 
 
-SCHEMA = NotificationSchema()
-
-
-class JenkinsAdapter:
+class JenkinsAdapter(WebhookSource):
     """``POST /hooks/jenkins?token=…``: the Notification plugin's HTTP endpoint with format JSON."""
 
-    name = "jenkins"
+    name = PROVIDER
+    # A Jenkins job that can set headers (e.g. httpRequest) sends the header; the plugin can only set a URL.
+    auth = SharedToken(TOKEN_HEADER, query=TOKEN_PARAM)
+    schemas = {NOTIFICATION: NotificationSchema()}
+    # The plugin sends one shape (so one schema, and no kind to tell); its phase says the rest.
 
-    def sign(self, body: bytes, secret: str) -> dict[str, str]:
-        """The header a Jenkins job that can set headers (e.g. httpRequest) sends."""
-        return {TOKEN_HEADER: secret}
-
-    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> str | None:
-        given = header(headers, TOKEN_HEADER) or query_param(headers, TOKEN_PARAM)
-        if not given:
-            return f"the {TOKEN_HEADER} header or {TOKEN_PARAM} query parameter is missing"
-        if not secrets_match(given, secret):
-            return "the Jenkins token does not match"
-        return None
-
-    def parse(self, headers: Mapping[str, str], body: bytes) -> SourceRecord | None:
-        values = load(SCHEMA, json_object(body))
+    def record(self, kind: str, values: dict[str, Any], headers: Mapping[str, str]) -> SourceRecord | None:
         build = values["build"]
         if build["phase"] in FINAL_PHASES and not build.get("status"):
             raise Rejected("A finished build must carry its status.", fields={"build": {"status": ["Required."]}})
         run = build.get("full_url") or f"{values['url']}#{build['number']}"
         scm = build.get("scm") or {}
         status = STATUSES[build["status"]] if build.get("status") and build["phase"] != "STARTED" else None
-        root = query_param(headers, ROOT_PARAM)
+        root = base.query_param(headers, ROOT_PARAM)
         if not build.get("full_url") and root:
             values["jenkins_url"] = _absolute_root(root)
+        phase, branch = build["phase"], base.split_ref(scm.get("branch"))[0]
+        status = status or (QUEUED if phase == "QUEUED" else RUNNING)
+        delivery_id = _bounded(f"{run}#{phase}", MAX_ID)
         return SourceRecord(
-            event_type=build["phase"],
-            run_key=_bounded(run, 400),
-            app_name=values["name"],
-            fields=values,
-            delivery_id=_bounded(f"{run}#{build['phase']}", MAX_ID),
-            status=status or (QUEUED if build["phase"] == "QUEUED" else RUNNING),
-            branch=split_ref(scm.get("branch"))[0],
-            commit_id=scm.get("commit"),
+            phase, _bounded(run, 400), values["name"], values, delivery_id, status, branch, scm.get("commit")
         )
 
-    def map(self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext) -> list[Outbound]:
-        if transition(record, history) is None:
-            return []
+    def resources(
+        self, record: SourceRecord, history: Sequence[SourceRecord], context: MappingContext, step: Step
+    ) -> list[dict[str, Any]]:
         values = record.fields
         build = values["build"]
-        heard = first_received(record, history, context.received_at)
-        started = parse_time(build.get("timestamp")) or heard
+        started = read_source_time(build.get("timestamp")) or base.first_received(record, history, context.received_at)
         queued = [earlier.received_at for earlier in history if earlier.event_type == "QUEUED"]
-        resource: dict[str, Any] = {
-            "level": "pipeline",
-            "unique_id": context.run_uuid(PROVIDER, record.run_key),
-            "name": values.get("display_name") or values["name"],
-            "url": _build_url(values, context),
-            "start": rfc3339(started),
-            "status": RUNNING,
-            "partial_retry": False,
-            "pipeline_id": str(build["number"]),
-            "queue_time": milliseconds_between(queued[0] if queued else None, started),
-        }
-        git = _git(build.get("scm") or {}, context)
-        if git:
-            resource["git"] = git
+        resource = base.pipeline_resource(
+            context.run_uuid(PROVIDER, record.run_key),
+            values.get("display_name") or values["name"],
+            _build_url(values, context),
+            rfc3339(started),
+            pipeline_id=str(build["number"]),
+            queue_time=base.milliseconds_between(queued[0] if queued else None, started),
+            git=_git(build.get("scm") or {}, context),
+        )
         tags = [f"jenkins.job:{values['name']}"]
-        if record.status != RUNNING:
+        if step == Step.FINAL:
             duration = build.get("duration") or 0
             end = started + dt.timedelta(milliseconds=duration) if duration else context.received_at
-            resource["status"] = record.status
-            resource["end"] = rfc3339(end)
+            result = str(build["status"]).lower()
+            error = base.error_block("user", result, f"Jenkins: {values['name']} #{build['number']} {result}")
+            base.finish(resource, str(record.status), rfc3339(end), context, error)
             tags.append(f"jenkins.result:{build['status']}")
-            if record.status == "error":
-                resource["error"] = {
-                    "domain": "user",
-                    "type": str(build["status"]).lower(),
-                    "message": f"Jenkins: {values['name']} #{build['number']} {str(build['status']).lower()}",
-                }
         resource["tags"] = tags
-        return [ci_outbound(resource, PROVIDER, context)]
+        return [resource]
 
 
 def _git(scm: Mapping[str, Any], context: MappingContext) -> dict[str, Any] | None:
@@ -181,9 +134,9 @@ def _git(scm: Mapping[str, Any], context: MappingContext) -> dict[str, Any] | No
     if not repository:
         return None
     culprits = scm.get("culprits") or []
-    email = author_email(culprits[0] if culprits else None, repository, context)
-    branch, tag = split_ref(scm.get("branch"))
-    return git_info(repository, scm.get("commit"), email, branch=branch, tag=tag)
+    email = base.author_email(culprits[0] if culprits else None, repository, context)
+    branch, tag = base.split_ref(scm.get("branch"))
+    return base.git_info(repository, scm.get("commit"), email, branch=branch, tag=tag)
 
 
 def _absolute_root(root: str) -> str:

@@ -1,6 +1,9 @@
 """The registry of webhook adapters: a plain dict from source name to adapter, filled from this package's own
 modules and from the ``pipeline_bridge.adapters`` entry-point group.
 
+A built-in source is any module of this package with an ``adapter`` attribute (modules whose names start with
+``_``, such as the template, are skipped), so adding one is its module and its samples, nothing else.
+
 A third party ships a source with ``pip install``: its package declares
 
     [options.entry_points]
@@ -14,6 +17,7 @@ class (instantiated with no arguments) or a module with an ``adapter`` attribute
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import re
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -21,12 +25,12 @@ from typing import Any
 
 import structlog
 
+import adapters
 from adapters.base import WebhookAdapter
 
 log = structlog.get_logger(__name__)
 
 ENTRY_POINT_GROUP = "pipeline_bridge.adapters"
-BUILTIN_MODULES = ("adapters.jenkins", "adapters.github", "adapters.gitlab", "adapters.circleci")
 # The name is a URL segment and the events.source column (40 characters).
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
@@ -48,6 +52,19 @@ def as_adapter(candidate: Any) -> WebhookAdapter:
     return candidate
 
 
+def builtin_modules() -> list[ModuleType]:
+    """This package's modules that hold an adapter, in name order (the contract, the target model, the Distelli
+    translation and the template hold none)."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(adapters.__path__), key=lambda info: info.name):
+        if info.name.startswith("_") or info.ispkg:
+            continue
+        module = importlib.import_module(f"{adapters.__name__}.{info.name}")
+        if hasattr(module, "adapter"):
+            found.append(module)
+    return found
+
+
 def load_adapters() -> dict[str, WebhookAdapter]:
     """Every adapter available now: the built-in ones, then installed ones that do not reuse a built-in name.
 
@@ -55,8 +72,8 @@ def load_adapters() -> dict[str, WebhookAdapter]:
     cannot take every other source down.
     """
     registry: dict[str, WebhookAdapter] = {}
-    for module_name in BUILTIN_MODULES:
-        adapter = as_adapter(importlib.import_module(module_name))
+    for module in builtin_modules():
+        adapter = as_adapter(module)
         registry[adapter.name] = adapter
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         try:

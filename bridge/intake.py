@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from adapters.base import CI_PIPELINE, DORA_DEPLOYMENT
+from adapters.target import CI_PIPELINE, DORA_DEPLOYMENT
 
 PATHS = {CI_PIPELINE: "/api/v2/ci/pipeline", DORA_DEPLOYMENT: "/api/v2/dora/deployment"}
 # DORA's endpoint takes one deployment per request; the pipeline endpoint takes up to 1000 events.

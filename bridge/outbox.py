@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
-from adapters.base import CI_PIPELINE, INTAKE_WINDOW, Outbound
+from adapters.target import CI_PIPELINE, INTAKE_WINDOW, Outbound
 from bridge.models import OutboxItem, SenderState
 
 PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD = "pending", "delivered", "superseded", "expired", "dead"

@@ -15,11 +15,14 @@ from typing import Any
 
 import pytest
 
-from adapters.base import MappingContext, Outbound, RequestHeaders, SourceRecord, WebhookAdapter, parse_time
+from adapters.base import MappingContext, RequestHeaders, SourceRecord, WebhookAdapter
+from adapters.payload import read_source_time
 from adapters.registry import load_adapters
+from adapters.target import Outbound
 
 SAMPLES = Path(__file__).parent / "samples"
-NATIVE = ("jenkins", "github", "gitlab", "circleci")
+# Every source the registry finds in the package: a new source is its module and its samples.
+NATIVE = tuple(load_adapters())
 SECRET = "s3cr3t-hook-value-that-must-never-leak"
 
 
@@ -38,12 +41,12 @@ def body(source: str, name: str) -> bytes:
 def headers(source: str, name: str, payload: bytes, secret: str = SECRET) -> RequestHeaders:
     """The sample's headers as its source would send them, signed with ``secret``."""
     given = index(source)["samples"][name]["headers"]
-    return RequestHeaders({**given, **adapter(source).sign(payload, secret)})  # type: ignore[attr-defined]
+    return RequestHeaders({**given, **adapter(source).sign(payload, secret)})
 
 
 def received_at(source: str, name: str) -> dt.datetime:
     meta = index(source)
-    moment = parse_time(meta["samples"][name].get("received_at") or meta["received_at"])
+    moment = read_source_time(meta["samples"][name].get("received_at") or meta["received_at"])
     assert moment is not None
     return moment
 

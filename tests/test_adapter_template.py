@@ -5,11 +5,23 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
+import pytest
+
+import adapters
 from adapters import _template
 from adapters.base import RequestHeaders
 from adapters.registry import as_adapter, load_adapters
+from bridge.app import create_app
+from bridge.config import Config
+from bridge.intake import HttpIntake
+from bridge.sender import Sender
+from bridge.store import Store
 from tests.ddschema import pipeline_problems
+from tests.intake_server import IntakeServer
 from tests.test_adapter_samples import context
 
 NOW = dt.datetime(2026, 11, 20, 10, 5, tzinfo=dt.UTC)
@@ -48,3 +60,31 @@ def test_the_template_maps_a_running_then_passed_build_to_valid_bodies() -> None
         (True, "success"),
     ]
     assert all(pipeline_problems(o.body, now=NOW) == [] for o in outbounds)
+
+
+def test_a_copy_of_the_template_in_the_package_is_a_working_source_with_no_other_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_config: Callable[..., Config], store: Store
+) -> None:
+    """Adding a source is its module (and its samples): the template copied as ``adapters/mysource.py`` is found
+    by the registry's package scan, enabled by its secret, and its webhooks reach the intake; nothing in
+    ``bridge/``, the registry or the test lists was edited."""
+    (tmp_path / "mysource.py").write_text(Path(_template.__file__).read_text())
+    monkeypatch.setattr(adapters, "__path__", [*adapters.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "adapters.mysource", raising=False)
+    assert "mysource" in load_adapters()
+
+    config = make_config(DATABASE_URL=store.database_url, BRIDGE_HOOK_SECRETS="mysource:template-secret")
+    client = create_app(config, store).test_client()
+    source = load_adapters()["mysource"]
+    started = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=3)).isoformat()
+    finished = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()
+    answers = []
+    with IntakeServer() as intake:
+        sender = Sender(store, HttpIntake(intake.url, intake.api_key))
+        for update in ({"status": "running"}, {"status": "passed", "finished_at": finished}):
+            payload = json.dumps({**BUILD, "started_at": started, **update}).encode()
+            headers = source.sign(payload, "template-secret")
+            answers.append(client.post("/hooks/mysource", data=payload, headers=headers))
+            sender.run_once()
+        assert [answer.status_code for answer in answers] == [202, 202], [answer.get_json() for answer in answers]
+        assert [resource["status"] for resource in intake.accepted_resources()] == ["running", "success"]

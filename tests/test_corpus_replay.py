@@ -209,7 +209,7 @@ def fresh(case: Case, now: dt.datetime) -> dict[str, Any]:
 def delivery_headers(case: Case, payload: bytes) -> dict[str, str]:
     headers = {"Content-Type": "application/json", **case.event_header()}
     headers["X-GitHub-Delivery" if case.source == "github" else "X-Gitlab-Event-UUID"] = str(uuid.uuid4())
-    headers.update(adapter(case.source).sign(payload, secret(case.source)))  # type: ignore[attr-defined]
+    headers.update(adapter(case.source).sign(payload, secret(case.source)))
     return headers
 
 
