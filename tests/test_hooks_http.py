@@ -242,3 +242,30 @@ def test_a_value_too_long_to_store_is_a_400_not_a_500(client: FlaskClient) -> No
     answer = post(client, "gitlab", "pipeline.running", json.dumps(payload).encode())
     assert answer.status_code == 400
     assert "app_name" in answer.get_json()["error"]["fields"]
+
+
+@pytest.mark.parametrize(
+    ("query", "url"),
+    [
+        ("", "https://bridge.example.com/job/support/148/"),
+        ("&jenkins_url=https://ci.example.com/jenkins", "https://ci.example.com/jenkins/job/support/148/"),
+    ],
+)
+def test_a_jenkins_build_without_full_url_is_linked_absolutely(
+    client: FlaskClient, store: Store, intake: IntakeServer, query: str, url: str
+) -> None:
+    """The oldest Notification plugins send only a ``url`` relative to the Jenkins root; Datadog needs an absolute
+    one: under the hook URL's ``jenkins_url`` when given, else under the bridge's public URL."""
+    payload = {"name": "support", "url": "job/support/", "build": {"number": 148, "phase": "FINISHED"}}
+    payload["build"] |= {"status": "SUCCESS", "url": "job/support/148/"}
+    answer = client.post(f"/hooks/jenkins?token={secret('jenkins')}{query}", json=payload)
+    assert answer.status_code == 202, answer.get_json()
+    Sender(store, HttpIntake(intake.url, intake.api_key)).run_once()
+    assert [(resource["url"], resource["status"]) for resource in intake.accepted_resources()] == [(url, "success")]
+
+
+def test_a_jenkins_url_that_is_not_absolute_is_a_400(client: FlaskClient) -> None:
+    payload = {"name": "support", "url": "job/support/", "build": {"number": 1, "phase": "STARTED", "url": "job/1/"}}
+    answer = client.post(f"/hooks/jenkins?token={secret('jenkins')}&jenkins_url=ci.example.com", json=payload)
+    assert answer.status_code == 400
+    assert "jenkins_url" in answer.get_json()["error"]["fields"]
