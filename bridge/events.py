@@ -22,6 +22,7 @@ from adapters import distelli
 from adapters.base import MappingContext, rfc3339
 from bridge import outbox
 from bridge.config import Config
+from bridge.delivery_view import NOTHING_SENT
 from bridge.errors import Conflict, InvalidInput, NotFound
 from bridge.models import Event, insert_event
 
@@ -44,6 +45,9 @@ FILTER_NAMES = {
     "envandbranch": ("env", "branch"),
 }
 DEFAULT_PAGE, MAX_PAGE = 10, 100
+# What one build keeps of its request bodies (see kept_bodies): a bound on the row, whatever a client sends.
+MAX_KEPT_BODIES = 50
+MAX_KEPT_BYTES = 2 * 1024 * 1024
 # Ids are BIGINT; anything larger names no event (and would overflow SQLite's INTEGER in a query).
 MAX_EVENT_ID = 2**63 - 1
 _ASCII_NUMBER = re.compile(r"[0-9]{1,19}")
@@ -110,7 +114,7 @@ def create_event(
     )
     _index_columns(event)
     insert_event(session, event)
-    _translate(session, config, event, prior_status=None, received_at=received_at)
+    _translate(session, config, event, None, {}, received_at)
     return event
 
 
@@ -137,7 +141,7 @@ def update_build(
                 "build_start is after the stored build_end.",
                 fields={"build_start": ["Must not be after build_end."]},
             )
-    prior_status = event.status
+    prior_status, prior_state = event.status, dict(event.state)
     event.fields, event.state = distelli.advance_build(event.fields, event.state, values, received_at)
     start, end = (
         distelli.parse_time(event.fields.get("build_start")),
@@ -147,12 +151,25 @@ def update_build(
         raise InvalidInput(
             "build_end is before build_start.", fields={"build_end": ["Must not be before build_start."]}
         )
-    # Appended as text: the stored list is ``json.dumps`` output, so this equals a decode and re-encode of it.
-    event.raw_body = f"{event.raw_body[:-1]}, {json.dumps(scrub(body))}]"
+    event.raw_body = kept_bodies(event.raw_body, scrub(body))
     event.updated_at = received_at
     _index_columns(event)
-    _translate(session, config, event, prior_status=prior_status, received_at=received_at)
+    _translate(session, config, event, prior_status, prior_state, received_at)
     return event
+
+
+def kept_bodies(stored: str, body: Mapping[str, Any]) -> str:
+    """The stored list of a build's request bodies with ``body`` added, bounded.
+
+    The create's body (the build's first facts) and the newest body are always kept; update bodies in between are
+    dropped oldest first while the list holds more than :data:`MAX_KEPT_BODIES` bodies or :data:`MAX_KEPT_BYTES`
+    bytes, so a build updated a hundred times with a megabyte each stays a few megabytes, not a hundred.
+    """
+    texts = [json.dumps(kept) for kept in json.loads(stored)] + [json.dumps(body)]
+    size = sum(len(text) + 2 for text in texts)
+    while len(texts) > 2 and (len(texts) > MAX_KEPT_BODIES or size > MAX_KEPT_BYTES):
+        size -= len(texts.pop(1)) + 2
+    return f"[{', '.join(texts)}]"
 
 
 def find_event(session: Session, username: str, app_name: str, event_id: str, lock: bool = False) -> Event | None:
@@ -175,13 +192,18 @@ def _index_columns(event: Event) -> None:
     event.status = fields.get("build_status") or fields.get("deployment_status")
     event.branch = distelli.normalise_branch(fields.get("branch"))[0] or fields.get("branch")
     event.env_name = fields.get("env_name")
-    event.commit_id = fields.get("commit_id")
+    event.commit_id = None if distelli.is_placeholder(fields.get("commit_id")) else fields.get("commit_id")
 
 
 def _translate(
-    session: Session, config: Config, event: Event, prior_status: str | None, received_at: dt.datetime
+    session: Session,
+    config: Config,
+    event: Event,
+    prior_status: str | None,
+    prior_state: Mapping[str, Any],
+    received_at: dt.datetime,
 ) -> None:
-    outbounds = distelli.translate(
+    record = distelli.DistelliRecord(
         event.id,
         event.username,
         event.app_name,
@@ -189,9 +211,10 @@ def _translate(
         event.fields,
         event.state,
         prior_status,
+        prior_state,
         _related(session, event),
-        mapping_context(config, received_at),
     )
+    outbounds = distelli.translate(record, mapping_context(config, received_at))
     outbox.enqueue(session, event.id, outbounds, received_at)
 
 
@@ -356,7 +379,8 @@ def decode_marker(marker: str) -> int | None:
 
 
 def event_view(event: Event, delivery: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """An event as ListEvents and UpdateBuildEvent show it: every field of its kind, null when unset."""
+    """An event as ListEvents and UpdateBuildEvent show it: every field of its kind, null when unset, and its
+    delivery (:mod:`bridge.delivery_view`)."""
     view: dict[str, Any] = {
         "app_name": event.app_name,
         "event_id": event.id,
@@ -365,13 +389,5 @@ def event_view(event: Event, delivery: Mapping[str, Any] | None = None) -> dict[
     }
     for name in distelli.FIELDS_BY_TYPE.get(event.event_type, ()):
         view[name] = event.fields.get(name)
-    shown = delivery or {"state": "none", "reason": None, "delivered_at": None}
-    delivered_at = shown.get("delivered_at")
-    view["delivery"] = {
-        "state": shown["state"],
-        "reason": shown.get("reason"),
-        "delivered_at": rfc3339(delivered_at) if isinstance(delivered_at, dt.datetime) else None,
-    }
-    if shown.get("remote_id"):
-        view["delivery"]["remote_id"] = shown["remote_id"]
+    view["delivery"] = dict(delivery or NOTHING_SENT)
     return view

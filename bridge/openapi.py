@@ -50,6 +50,8 @@ class DeliverySchema(Schema):
     state = fields.String(required=True, validate=validate.OneOf(DELIVERY_STATES))
     reason = fields.String(required=True, allow_none=True)
     delivered_at = fields.DateTime(required=True, allow_none=True)
+    attempts = fields.Integer(required=True, metadata={"description": "Failed attempts so far."})
+    next_attempt_at = fields.DateTime(required=True, allow_none=True, metadata={"description": "While pending."})
     remote_id = fields.String(metadata={"description": "The id Datadog answered with, once it gave one (DORA)."})
 
 

@@ -12,9 +12,10 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from sqlalchemy.orm import Session
 
 from adapters import distelli
-from bridge import events, metrics, outbox
+from bridge import events, metrics
 from bridge.auth import check_token
 from bridge.config import Config
+from bridge.delivery_view import delivery_views
 from bridge.errors import InvalidInput, NotFound
 from bridge.models import event_column_length
 from bridge.requestbody import json_object, load
@@ -112,7 +113,7 @@ def update_build_event(username: str, app_name: str, event_id: str) -> tuple[Res
         # Plain values only leave the transaction: with group commit another write's rolled-back savepoint can
         # expire this build's row object before the route reads it.
         event = events.update_build(session, config, username, app_name, event_id, values, body, received_at)
-        return events.event_view(event, outbox.delivery_summary(session, [event.id]).get(event.id))
+        return events.event_view(event, delivery_views(session, [event.id]).get(event.id))
 
     view = _store().write(update)
     log.info("event.updated", event_id=view["event_id"], status=view["build_status"])
@@ -124,7 +125,7 @@ def list_events(username: str, app_name: str) -> tuple[Response, int]:
     query = events.parse_list_query(request.args)
     with _store().transaction() as session:
         page, marker = events.list_events(session, username, app_name, query)
-        deliveries = outbox.delivery_summary(session, [event.id for event in page])
+        deliveries = delivery_views(session, [event.id for event in page])
         body: dict[str, Any] = {
             "app_name": app_name,
             "events": [events.event_view(event, deliveries.get(event.id)) for event in page],
