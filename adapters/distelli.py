@@ -357,6 +357,44 @@ def is_terminal(status: str | None) -> bool:
     return status in TERMINAL_STATES
 
 
+def order_problem(
+    stored: Mapping[str, Any], changes: Mapping[str, Any], merged: Mapping[str, Any]
+) -> tuple[str, dict[str, list[str]]] | None:
+    """Why an update's build times contradict each other once merged with the stored ones, or None.
+
+    The schema checks the times of one body (:func:`_check_order`); this checks them against what is stored, and
+    names the field the update moved: a new start after the stored end, or an end before the start.
+    """
+    start, end = parse_time(merged.get("build_start")), parse_time(merged.get("build_end"))
+    if start is None or end is None or end >= start:
+        return None
+    if changes.get("build_start") and stored.get("build_end") and not changes.get("build_end"):
+        return "build_start is after the stored build_end.", {"build_start": ["Must not be after build_end."]}
+    return "build_end is before build_start.", {"build_end": ["Must not be before build_start."]}
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexColumns:
+    """What the core indexes an event by, so ListEvents can filter and lookups can find related events."""
+
+    status: str | None
+    branch: str | None
+    env_name: str | None
+    commit_id: str | None
+
+
+def index_columns(stored: Mapping[str, Any]) -> IndexColumns:
+    """The indexed values of stored fields: the build or deploy status, the branch as filters match it, the env,
+    and the commit id (a placeholder such as ``NoChangeID`` names no commit)."""
+    commit = stored.get("commit_id")
+    return IndexColumns(
+        status=stored.get("build_status") or stored.get("deployment_status"),
+        branch=normalise_branch(stored.get("branch"))[0] or stored.get("branch"),
+        env_name=stored.get("env_name"),
+        commit_id=None if is_placeholder(commit) else commit,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class DistelliRecord:
     """One stored Distelli event as :func:`translate` reads it, with what the request changed.

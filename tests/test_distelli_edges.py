@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bridge.events import MAX_KEPT_BODIES, MAX_KEPT_BYTES
+from bridge.distelli_ingest import MAX_KEPT_BODIES, MAX_KEPT_BYTES
 from bridge.intake import HttpIntake
 from bridge.sender import Sender
 from bridge.store import Store
