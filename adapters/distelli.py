@@ -1,19 +1,20 @@
 """The Distelli (Puppet Pipelines) Events API: request schemas, build lifecycle, and the Datadog mapping.
 
 Everything here is pure: the routes in ``bridge.routes.events`` validate with these schemas, the core stores what
-:func:`advance_build` returns, and :func:`translate` turns a stored event (plus its related push or pull request)
-into intake bodies. Tests drive it with plain dicts.
+:func:`advance_build` returns, and :func:`translate` turns a stored event (a :class:`DistelliRecord`, with its
+related push or pull request) into intake bodies. Tests drive it with plain dicts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from adapters.base import (
     CI_PIPELINE,
@@ -28,6 +29,7 @@ from adapters.base import (
     rfc3339,
 )
 
+SOURCE = "distelli"
 BUILD, PUSH, PULL_REQUEST, DEPLOY = "BUILD", "PUSH", "PULL_REQUEST", "DEPLOY"
 WAITING_STATES = ("Waiting", "Queued")
 TERMINAL_STATES = ("Success", "Failed", "TimedOut", "Cancelled")
@@ -111,11 +113,15 @@ DEPLOY_FIELDS = tuple(
 )
 FIELDS_BY_TYPE = {BUILD: BUILD_FIELDS, PUSH: PUSH_FIELDS, PULL_REQUEST: PUSH_FIELDS, DEPLOY: DEPLOY_FIELDS}
 TIME_FIELDS = frozenset({"build_start", "build_end", "deploy_start", "deploy_end"})
+# What a running build's body is made of: a later Running that adds none of these sends nothing new.
+RUNNING_FIELDS = tuple(name for name in BUILD_FIELDS if name not in ("build_status", "build_end"))
 
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 _URL_COMMIT_SUFFIX = re.compile(r"/(?:-/)?commits?/[0-9a-fA-F]+/?$")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# The Distelli Jenkins guide's shell scripts send these when the job has no git facts ("NoChangeID" as commit id).
+_PLACEHOLDER = re.compile(r"^NoChange[A-Z][A-Za-z]*$")
 
 
 def is_storable(text: str) -> bool:
@@ -140,7 +146,27 @@ class Identifier(fields.String):
         return text
 
 
-class Moment(fields.AwareDateTime):
+def is_placeholder(value: Any) -> bool:
+    """True for the stand-ins shell clients send for a fact they lack ("NoChangeID", "NoChangeBranch"...)."""
+    return isinstance(value, str) and _PLACEHOLDER.match(value.strip()) is not None
+
+
+def _unset(value: Any) -> bool:
+    """True for ``""`` (or blanks): what a shell client sends for a variable that was never set."""
+    return isinstance(value, str) and not value.strip()
+
+
+def _unknown_time(value: Any) -> bool:
+    """True for a time in year 1 (UTC): Go's ``time.Time{}`` and .NET's ``DateTime.MinValue`` serialise as
+    ``0001-01-01T00:00:00Z``, which their clients send for "no value".
+
+    Taken as unset rather than refused: no build ran then, and kept as a time it leaves nothing to subtract clock
+    skew or the intake's window from.
+    """
+    return isinstance(value, dt.datetime) and value.year == 1
+
+
+class DistelliTime(fields.AwareDateTime):
     """An ISO 8601 time, naive ones taken as UTC, held in UTC; a time that leaves the calendar in UTC is refused.
 
     RFC 3339 allows a lower-case ``t`` and ``z``, which Python's parser does not, so the text is upper-cased first.
@@ -176,12 +202,28 @@ def _text(limit: int = 2000) -> fields.Field:
 
 
 def _time() -> fields.Field:
-    return Moment(allow_none=True, default_timezone=dt.UTC)
+    return DistelliTime(allow_none=True, default_timezone=dt.UTC)
 
 
 class _DistelliSchema(Schema):
     class Meta:
         unknown = EXCLUDE
+
+    @pre_load
+    def _as_clients_send_it(self, data: Any, **_: Any) -> Any:
+        """Drop ``""`` values (:func:`_unset`), and read ``parent_id``, which a script of the Distelli guide
+        sends, as ``parent_event_id``."""
+        if not isinstance(data, Mapping):
+            return data
+        cleaned = {key: value for key, value in data.items() if not _unset(value)}
+        if "parent_event_id" in self.fields and cleaned.get("parent_event_id") is None and "parent_id" in cleaned:
+            cleaned["parent_event_id"] = cleaned.pop("parent_id")
+        return cleaned
+
+    @post_load
+    def _without_unknown_times(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """A zero time (:func:`_unknown_time`) is a field not sent."""
+        return {key: value for key, value in data.items() if not _unknown_time(value)}
 
     repo_url = _text()
     commit_url = _text()
@@ -283,7 +325,8 @@ def advance_build(
     """Apply a create or update to a build and return its new (fields, bookkeeping state).
 
     The state remembers when queueing started and when the build started, because Datadog wants a queue time
-    and a start that never moves, while Distelli clients send those facts across several calls.
+    and a start that never moves, while Distelli clients send those facts across several calls. It also remembers
+    which fields the running event carried (``running_fields``): a later Running sends again only when it adds one.
     """
     merged = {**(prior_fields or {}), **to_stored(changes)}
     state = dict(prior_state or {})
@@ -302,6 +345,11 @@ def advance_build(
         if end is not None and status in TERMINAL_STATES and (parse_time(start) or end) > end:
             start = merged["build_end"]
         state["started_at"] = start
+    if status == "Running":
+        sent = state.get("running_fields")
+        present = {name for name in RUNNING_FIELDS if merged.get(name) not in (None, "")}
+        if sent is None or present - set(sent):
+            state["running_fields"] = sorted(present | set(sent or ()))
     return merged, state
 
 
@@ -309,26 +357,71 @@ def is_terminal(status: str | None) -> bool:
     return status in TERMINAL_STATES
 
 
-def translate(
-    event_id: int,
-    username: str,
-    app_name: str,
-    event_type: str,
-    fields_now: Mapping[str, Any],
-    state: Mapping[str, Any],
-    prior_status: str | None,
-    related: Sequence[Mapping[str, Any]],
-    context: MappingContext,
-) -> list[Outbound]:
-    """Map a stored Distelli event onto intake bodies, given the status it had before this request.
+def order_problem(
+    stored: Mapping[str, Any], changes: Mapping[str, Any], merged: Mapping[str, Any]
+) -> tuple[str, dict[str, list[str]]] | None:
+    """Why an update's build times contradict each other once merged with the stored ones, or None.
 
-    ``related`` holds the fields of the events that may know git facts this one lacks, nearest first: a build's
-    parent push or pull request, a deploy's release build, then the newest push of the same commit.
+    The schema checks the times of one body (:func:`_check_order`); this checks them against what is stored, and
+    names the field the update moved: a new start after the stored end, or an end before the start.
     """
-    if event_type == BUILD:
-        return _translate_build(event_id, username, app_name, fields_now, state, prior_status, related, context)
-    if event_type == DEPLOY:
-        return _translate_deploy(event_id, username, app_name, fields_now, prior_status, related, context)
+    start, end = parse_time(merged.get("build_start")), parse_time(merged.get("build_end"))
+    if start is None or end is None or end >= start:
+        return None
+    if changes.get("build_start") and stored.get("build_end") and not changes.get("build_end"):
+        return "build_start is after the stored build_end.", {"build_start": ["Must not be after build_end."]}
+    return "build_end is before build_start.", {"build_end": ["Must not be before build_start."]}
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexColumns:
+    """What the core indexes an event by, so ListEvents can filter and lookups can find related events."""
+
+    status: str | None
+    branch: str | None
+    env_name: str | None
+    commit_id: str | None
+
+
+def index_columns(stored: Mapping[str, Any]) -> IndexColumns:
+    """The indexed values of stored fields: the build or deploy status, the branch as filters match it, the env,
+    and the commit id (a placeholder such as ``NoChangeID`` names no commit)."""
+    commit = stored.get("commit_id")
+    return IndexColumns(
+        status=stored.get("build_status") or stored.get("deployment_status"),
+        branch=normalise_branch(stored.get("branch"))[0] or stored.get("branch"),
+        env_name=stored.get("env_name"),
+        commit_id=None if is_placeholder(commit) else commit,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DistelliRecord:
+    """One stored Distelli event as :func:`translate` reads it, with what the request changed.
+
+    ``prior_status`` and ``prior_state`` are the build's before this request (None and empty for a create), so the
+    mapping can tell what is new. ``related`` holds the fields of the events that may know git facts this one
+    lacks, nearest first: a build's parent push or pull request, a deploy's release build, then the newest push of
+    the same commit.
+    """
+
+    event_id: int
+    username: str
+    app_name: str
+    event_type: str
+    fields: Mapping[str, Any]
+    state: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    prior_status: str | None = None
+    prior_state: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    related: Sequence[Mapping[str, Any]] = ()
+
+
+def translate(record: DistelliRecord, context: MappingContext) -> list[Outbound]:
+    """Map a stored Distelli event onto intake bodies: what this request changed that Datadog should see."""
+    if record.event_type == BUILD:
+        return _translate_build(record, context)
+    if record.event_type == DEPLOY:
+        return _translate_deploy(record, context)
     return []
 
 
@@ -337,38 +430,31 @@ def event_url(context: MappingContext, username: str, app_name: str, event_id: i
     return f"{context.public_url}/{quote(username, safe='')}/apps/{quote(app_name, safe='')}/events/{event_id}"
 
 
-def _translate_build(
-    event_id: int,
-    username: str,
-    app_name: str,
-    build: Mapping[str, Any],
-    state: Mapping[str, Any],
-    prior_status: str | None,
-    related: Sequence[Mapping[str, Any]],
-    context: MappingContext,
-) -> list[Outbound]:
-    """Running once when the build starts running, final once when it ends; queued states send nothing."""
-    status = build.get("build_status")
-    final = status in TERMINAL_STATES and prior_status not in TERMINAL_STATES
-    running = status == "Running" and prior_status not in ("Running", *TERMINAL_STATES)
-    if not (final or running):
-        return []
+def _build_phase(record: DistelliRecord) -> str | None:
+    """``"final"`` once when the build ends, ``"running"`` when it starts running or a Running adds fields.
 
-    pipeline_uuid = context.run_uuid(username, app_name, event_id)
-    job_uuid = context.run_uuid(username, app_name, event_id, "job")
-    provider = provider_name(build.get("build_provider"))
-    start = parse_time(state.get("started_at")) or context.received_at
-    facts = with_related(build, related)
-    git, git_tags = _git(facts, context)
-    shared: dict[str, Any] = {
-        "name": app_name,
-        "url": build.get("build_url") or event_url(context, username, app_name, event_id),
-        "start": rfc3339(start),
-        "queue_time": _queue_ms(parse_time(state.get("queued_at")), start),
-        "tags": _build_tags(username, app_name, build, facts) + git_tags,
-    }
-    if git:
-        shared["git"] = git
+    Once a build has run, a later Waiting or Queued changes nothing that was sent, and a repeated Running that adds
+    no field sends nothing (Datadog's guide: running updates only add fields).
+    """
+    status = record.fields.get("build_status")
+    if status in TERMINAL_STATES:
+        return None if record.prior_status in TERMINAL_STATES else "final"
+    running_fields = record.state.get("running_fields")
+    if status == "Running" and running_fields != record.prior_state.get("running_fields"):
+        return "running"
+    return None
+
+
+def _translate_build(record: DistelliRecord, context: MappingContext) -> list[Outbound]:
+    """The running or final pipeline and its one job, with the same ids every time."""
+    phase = _build_phase(record)
+    if phase is None:
+        return []
+    build = record.fields
+    pipeline_uuid = context.run_uuid(record.username, record.app_name, record.event_id)
+    job_uuid = context.run_uuid(record.username, record.app_name, record.event_id, "job")
+    start = parse_time(record.state.get("started_at")) or context.received_at
+    shared = _shared_resource(record, start, context)
     pipeline = {"level": "pipeline", "unique_id": pipeline_uuid, **shared, "partial_retry": False}
     if build.get("build_id"):
         pipeline["pipeline_id"] = str(build["build_id"])
@@ -379,25 +465,49 @@ def _translate_build(
         "id": job_uuid,
         **shared,
         "name": JOB_NAME,
-        "pipeline_name": app_name,
+        "pipeline_name": record.app_name,
         "pipeline_unique_id": pipeline_uuid,
     }
-
+    final = phase == "final"
     end: dt.datetime | None = None
     reason: str | None = None
     outcome: dict[str, Any] = {"status": "running"}
     if final:
         end = _end(build, start, context.received_at)
-        outcome = {"status": DD_STATUS[str(status)], "end": rfc3339(end)}
-        if str(status) in ERROR_TYPES:
-            outcome["error"] = _error(str(status), build)
+        outcome = _final_outcome(build, end)
         reason = expiry_reason(start, end, context.received_at)
+    provider = provider_name(build.get("build_provider"))
     return [
         Outbound(
             CI_PIPELINE, pipeline_uuid, "pipeline", final, pipeline_request(pipeline | outcome, provider), end, reason
         ),
         Outbound(CI_PIPELINE, job_uuid, "job", final, pipeline_request(job | outcome, provider), end, reason),
     ]
+
+
+def _shared_resource(record: DistelliRecord, start: dt.datetime, context: MappingContext) -> dict[str, Any]:
+    """What the pipeline and its job both carry: name, url, times, tags and git."""
+    build = record.fields
+    facts = with_related(build, record.related)
+    git, git_tags = _git(facts, context)
+    shared: dict[str, Any] = {
+        "name": record.app_name,
+        "url": build.get("build_url") or event_url(context, record.username, record.app_name, record.event_id),
+        "start": rfc3339(start),
+        "queue_time": _queue_ms(parse_time(record.state.get("queued_at")), start),
+        "tags": _build_tags(record.username, record.app_name, build, facts) + git_tags,
+    }
+    if git:
+        shared["git"] = git
+    return shared
+
+
+def _final_outcome(build: Mapping[str, Any], end: dt.datetime) -> dict[str, Any]:
+    status = str(build.get("build_status"))
+    outcome: dict[str, Any] = {"status": DD_STATUS[status], "end": rfc3339(end)}
+    if status in ERROR_TYPES:
+        outcome["error"] = _error(status, build)
+    return outcome
 
 
 def _end(build: Mapping[str, Any], start: dt.datetime, received_at: dt.datetime) -> dt.datetime:
@@ -414,17 +524,10 @@ def _queue_ms(queued_at: dt.datetime | None, start: dt.datetime) -> int:
     return max(0, (start - queued_at) // dt.timedelta(milliseconds=1))
 
 
-def _translate_deploy(
-    event_id: int,
-    username: str,
-    app_name: str,
-    deploy: Mapping[str, Any],
-    prior_status: str | None,
-    related: Sequence[Mapping[str, Any]],
-    context: MappingContext,
-) -> list[Outbound]:
+def _translate_deploy(record: DistelliRecord, context: MappingContext) -> list[Outbound]:
     """A successful deploy is one DORA deployment; other outcomes are not deployments DORA counts."""
-    if deploy.get("deployment_status") != "Success" or prior_status == "Success":
+    deploy, username, app_name, event_id = record.fields, record.username, record.app_name, record.event_id
+    if deploy.get("deployment_status") != "Success" or record.prior_status == "Success":
         return []
     now = context.received_at
     finished = clamp_future(parse_time(deploy.get("deploy_end")) or now, now)
@@ -446,26 +549,29 @@ def _translate_deploy(
         attributes["env"] = str(deploy["env_name"])
     if deploy.get("release_version"):
         attributes["version"] = str(deploy["release_version"])
-    facts = with_related(deploy, related)
+    facts = with_related(deploy, record.related)
     repository, sha = repository_url(facts), full_sha(facts.get("commit_id"))
     if repository and sha:
         attributes["git"] = {"commit_sha": sha, "repository_url": repository}
     body = {"data": {"attributes": attributes}}
-    return [Outbound(DORA_DEPLOYMENT, deployment_uuid, "deployment", True, body, finished, None)]
+    # DORA takes Unix nanoseconds in an int64: a deploy before 1970 (or before 1678) has no such time.
+    reason = "the deployment started before 1970; the intake takes no such time" if started < _EPOCH else None
+    return [Outbound(DORA_DEPLOYMENT, deployment_uuid, "deployment", True, body, finished, reason)]
 
 
 def with_related(event: Mapping[str, Any], related: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The event's git facts, with the ones it lacks taken from related events of the same commit, nearest first.
 
     An event of another commit contributes nothing: its message or author would describe the wrong change.
+    Placeholders such as ``NoChangeID`` are facts the client did not have, so they count as missing.
     """
-    facts = dict(event)
+    facts = {key: value for key, value in event.items() if not is_placeholder(value)}
     for other in related:
         mine, theirs = facts.get("commit_id"), other.get("commit_id")
         if mine and theirs and str(mine).lower() != str(theirs).lower():
             continue
         for key in GIT_FIELDS:
-            if not facts.get(key) and other.get(key):
+            if not facts.get(key) and other.get(key) and not is_placeholder(other[key]):
                 facts[key] = other[key]
     return facts
 

@@ -1,8 +1,9 @@
 """Storing webhooks from any source adapter: the event, its history and its outbox rows in one transaction.
 
-Nothing here knows a source. The route hands in an adapter and the record it parsed; this module stores the
-record as an :class:`~bridge.models.Event`, gives the adapter the earlier records of the same run, and enqueues
-what it maps. A delivery id seen before is answered with the original event and nothing new is written.
+Nothing here knows a source. The route hands in an adapter and the record it parsed; this module turns the record
+into an :class:`~bridge.models.Event`, gives the adapter the earlier records of the same run, and has
+:func:`bridge.ingest.ingest` store it and enqueue what the adapter maps, the one path Distelli events take too. A
+delivery id seen before is answered with the original event and nothing new is written.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from adapters.base import SourceRecord, WebhookAdapter
-from bridge import outbox
+from adapters.base import MappingContext, Outbound, SourceRecord, WebhookAdapter
 from bridge.config import Config
-from bridge.errors import InvalidInput
-from bridge.events import mapping_context
-from bridge.models import Event, event_column_length, insert_event
+from bridge.ingest import InvalidRecord, ingest
+from bridge.models import Event, event_column_length
 
 # The longest value each indexed column holds; a record over them is refused rather than failing on PostgreSQL.
 COLUMN_LIMITS = {
@@ -39,14 +38,14 @@ class Accepted:
 
 
 def check_columns(record: SourceRecord) -> None:
-    """Refuse with 400 a record whose values do not fit the events table."""
+    """Refuse (:class:`~bridge.ingest.InvalidRecord`) a record whose values do not fit the events table."""
     too_long = {
         name: [f"Longer than {limit} characters."]
         for name, limit in COLUMN_LIMITS.items()
         if len(str(getattr(record, name) or "")) > limit
     }
     if too_long:
-        raise InvalidInput("Some values are too long to store.", fields=too_long)
+        raise InvalidRecord("Some values are too long to store.", fields=too_long)
 
 
 def find_delivery(session: Session, source: str, delivery_id: str | None) -> Event | None:
@@ -120,10 +119,12 @@ def receive(
         event_time=received_at,
         updated_at=received_at,
     )
-    event_id = insert_event(session, event)
-    outbounds = adapter.map(record, earlier, mapping_context(config, received_at))
-    outbox.enqueue(session, event_id, outbounds, received_at)
-    return Accepted(event_id, duplicate=False, enqueued=len(outbounds))
+
+    def translate(_event: Event, context: MappingContext) -> list[Outbound]:
+        return adapter.map(record, earlier, context)
+
+    enqueued = ingest(session, config, event, translate, received_at)
+    return Accepted(event.id, duplicate=False, enqueued=enqueued)
 
 
 def stored_text(body: bytes) -> str:

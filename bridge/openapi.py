@@ -1,7 +1,7 @@
 """The OpenAPI 3 document of the Distelli-compatible API, built by apispec from the schemas the routes use.
 
 Request bodies come from ``adapters.distelli``'s marshmallow schemas, the event fields a response shows from
-``distelli.FIELDS_BY_TYPE``, the ListEvents filters from ``bridge.events`` and the paths from the routes' own
+``distelli.FIELDS_BY_TYPE``, the ListEvents filters from ``bridge.list_query`` and the paths from the routes' own
 table, so the document changes when the code does and cannot drift from it.
 """
 
@@ -15,7 +15,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields, validate
 
 from adapters import distelli
-from bridge import events
+from bridge import list_query
 from bridge.routes.events import CREATE_ROUTES, MAX_APP_NAME
 
 OPENAPI_VERSION = "3.0.3"
@@ -50,6 +50,8 @@ class DeliverySchema(Schema):
     state = fields.String(required=True, validate=validate.OneOf(DELIVERY_STATES))
     reason = fields.String(required=True, allow_none=True)
     delivered_at = fields.DateTime(required=True, allow_none=True)
+    attempts = fields.Integer(required=True, metadata={"description": "Failed attempts so far."})
+    next_attempt_at = fields.DateTime(required=True, allow_none=True, metadata={"description": "While pending."})
     remote_id = fields.String(metadata={"description": "The id Datadog answered with, once it gave one (DORA)."})
 
 
@@ -78,7 +80,7 @@ def event_schema() -> type[Schema]:
 
 
 class ListQuerySchema(Schema):
-    max_results = fields.Integer(validate=validate.Range(1, events.MAX_PAGE))
+    max_results = fields.Integer(validate=validate.Range(1, list_query.MAX_PAGE))
     order = fields.String(validate=validate.OneOf(("asc", "desc")))
     marker = fields.String(metadata={"description": "The marker of the previous page's answer."})
     filter_name = fields.String(validate=validate.OneOf(FILTER_NAME_SPELLINGS))

@@ -74,6 +74,7 @@ def replay(case: Case) -> list[list[Outbound]]:
     fields: dict[str, Any] | None = None
     state: dict[str, Any] | None = None
     status: str | None = None
+    prior_state: dict[str, Any] = {}
     results = []
     for received_at, body in case.steps:
         values = distelli.SCHEMAS[case.event_type]().load(body)
@@ -81,19 +82,19 @@ def replay(case: Case) -> list[list[Outbound]]:
             fields, state = distelli.advance_build(fields, state, values, received_at)
         else:
             fields, state = distelli.to_stored(values), {}
-        results.append(
-            distelli.translate(
-                EVENT_ID,
-                USER,
-                APP,
-                case.event_type,
-                fields,
-                state,
-                status,
-                [dict(other) for other in case.related],
-                context(received_at, **case.settings),
-            )
+        record = distelli.DistelliRecord(
+            EVENT_ID,
+            USER,
+            APP,
+            case.event_type,
+            fields,
+            state,
+            status,
+            prior_state,
+            [dict(other) for other in case.related],
         )
+        results.append(distelli.translate(record, context(received_at, **case.settings)))
+        prior_state = dict(state)
         status = fields.get("build_status") or fields.get("deployment_status")
     return results
 
@@ -459,9 +460,8 @@ def test_unique_ids_are_uuid5_of_installation_user_app_and_event() -> None:
     fields, state = distelli.advance_build(None, None, build, T0)
 
     def ids(installation: str, event_id: int) -> list[str]:
-        outbounds = distelli.translate(
-            event_id, USER, APP, distelli.BUILD, fields, state, None, [], context(T0, installation_id=installation)
-        )
+        record = distelli.DistelliRecord(event_id, USER, APP, distelli.BUILD, fields, state)
+        outbounds = distelli.translate(record, context(T0, installation_id=installation))
         return [outbound.unique_id for outbound in outbounds]
 
     assert ids("a", 1) == ids("a", 1)

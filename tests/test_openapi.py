@@ -15,7 +15,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from bridge import events, openapi
+from bridge import list_query, openapi
 from tests.conftest import TOKEN, USER
 
 EXAMPLES_PER_OPERATION = 40  # x 6 operations x 2 databases: about 500 requests
@@ -71,8 +71,8 @@ def test_request_bodies_come_from_the_adapter_schemas(client: FlaskClient) -> No
 
 
 def test_documented_filter_spellings_are_the_ones_the_api_parses() -> None:
-    assert {name.lower() for name in openapi.FILTER_NAME_SPELLINGS} == set(events.FILTER_NAMES)
-    assert set(openapi.EVENT_TYPE_SPELLINGS) == set(events.EVENT_TYPE_FILTERS)
+    assert {name.lower() for name in openapi.FILTER_NAME_SPELLINGS} == set(list_query.FILTER_NAMES)
+    assert set(openapi.EVENT_TYPE_SPELLINGS) == set(list_query.EVENT_TYPE_FILTERS)
 
 
 OPERATIONS = [

@@ -9,19 +9,24 @@ from typing import Any
 
 import structlog
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from marshmallow import Schema
 from sqlalchemy.orm import Session
 
 from adapters import distelli
-from bridge import events, metrics, outbox
+from bridge import distelli_ingest, list_query, metrics
 from bridge.auth import check_token
 from bridge.config import Config
+from bridge.delivery_view import delivery_views
 from bridge.errors import InvalidInput, NotFound
+from bridge.event_view import event_view
 from bridge.models import event_column_length
 from bridge.requestbody import json_object, load
+from bridge.routes.ingest_errors import answer_ingest_errors
 from bridge.store import Store
 
 log = structlog.get_logger(__name__)
 blueprint = Blueprint("events", __name__)
+answer_ingest_errors(blueprint)
 
 CREATE_ROUTES = {
     "buildEvent": distelli.BUILD,
@@ -69,16 +74,18 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _create(username: str, app_name: str, event_type: str) -> tuple[Response, int]:
+def _read(username: str, app_name: str, schema: Schema) -> distelli_ingest.DistelliRequest:
+    """This request's body, validated by ``schema``, stamped with its receipt time."""
     body = json_object()
-    values = load(SCHEMAS[event_type], body)
-    received_at = _now()
+    return distelli_ingest.DistelliRequest(username, app_name, load(schema, body), body, _now())
+
+
+def _create(username: str, app_name: str, event_type: str) -> tuple[Response, int]:
+    sent = _read(username, app_name, SCHEMAS[event_type])
     config = _config()
-    event = _store().write(
-        lambda session: events.create_event(session, config, username, app_name, event_type, values, body, received_at)
-    )
+    event = _store().write(lambda session: distelli_ingest.create_event(session, config, sent, event_type))
     log.info("event.accepted", event_id=event.id, event_type=event_type, status=event.status)
-    metrics.count_accepted(events.SOURCE, event_type)
+    metrics.count_accepted(distelli.SOURCE, event_type)
     return jsonify({"event_id": str(event.id)}), 200
 
 
@@ -103,16 +110,14 @@ def create_unknown_kind(username: str, app_name: str, kind: str) -> tuple[Respon
 
 @blueprint.post("/<username>/apps/<app_name>/events/<event_id>")
 def update_build_event(username: str, app_name: str, event_id: str) -> tuple[Response, int]:
-    body = json_object()
-    values = load(UPDATE_SCHEMA, body)
-    received_at = _now()
+    sent = _read(username, app_name, UPDATE_SCHEMA)
     config = _config()
 
     def update(session: Session) -> dict[str, Any]:
         # Plain values only leave the transaction: with group commit another write's rolled-back savepoint can
         # expire this build's row object before the route reads it.
-        event = events.update_build(session, config, username, app_name, event_id, values, body, received_at)
-        return events.event_view(event, outbox.delivery_summary(session, [event.id]).get(event.id))
+        event = distelli_ingest.update_build(session, config, sent, event_id)
+        return event_view(event, delivery_views(session, [event.id]).get(event.id))
 
     view = _store().write(update)
     log.info("event.updated", event_id=view["event_id"], status=view["build_status"])
@@ -121,13 +126,13 @@ def update_build_event(username: str, app_name: str, event_id: str) -> tuple[Res
 
 @blueprint.get("/<username>/apps/<app_name>/events")
 def list_events(username: str, app_name: str) -> tuple[Response, int]:
-    query = events.parse_list_query(request.args)
+    query = list_query.parse_list_query(request.args)
     with _store().transaction() as session:
-        page, marker = events.list_events(session, username, app_name, query)
-        deliveries = outbox.delivery_summary(session, [event.id for event in page])
+        page, marker = list_query.list_events(session, username, app_name, query)
+        deliveries = delivery_views(session, [event.id for event in page])
         body: dict[str, Any] = {
             "app_name": app_name,
-            "events": [events.event_view(event, deliveries.get(event.id)) for event in page],
+            "events": [event_view(event, deliveries.get(event.id)) for event in page],
         }
     if marker:
         body["marker"] = marker

@@ -18,10 +18,12 @@ from adapters.registry import load_adapters
 from bridge import hooks, metrics
 from bridge.config import Config
 from bridge.errors import InvalidInput, NotFound, Unauthorized
+from bridge.routes.ingest_errors import answer_ingest_errors
 from bridge.store import Store
 
 log = structlog.get_logger(__name__)
 blueprint = Blueprint("hooks", __name__)
+answer_ingest_errors(blueprint)
 ADAPTERS = "bridge.adapters"
 
 

@@ -1,0 +1,120 @@
+"""What ListEvents and UpdateBuildEvent show of an event's delivery: the truth about its newest translation.
+
+An event's outbox rows come in translations, one per request that mapped to something: a build has a running
+translation (a pipeline and its job) and later a final one. Once a final translation exists it alone is described,
+so a finished build never shows the time its *running* rows were delivered; until then the newest running
+translation is. Within a translation the least advanced row decides the state (a pipeline delivered while its job
+is still retried is ``pending``).
+
+States: ``none`` (the event sends nothing: pushes, pull requests, queued builds, failed deploys), ``pending`` (to
+be sent; ``attempts`` failed so far, ``next_attempt_at``, ``reason`` the last failure), ``delivered`` (with
+``delivered_at``; a running row superseded by its final event counts as delivered), ``expired`` (the intake would
+refuse it as too old or inconsistent; ``reason`` says why) and ``dead`` (the intake refused it; ``reason`` holds its
+answer; ``pipeline-bridge dead-letters redrive`` sends it again).
+
+A delivery-attempts table can add the last attempt's status and time in :func:`describe`, the one place a
+translation's rows become what a client sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from adapters.base import rfc3339
+from bridge.models import OutboxItem
+from bridge.outbox import DEAD, DELIVERED, EXPIRED, PENDING, SUPERSEDED
+
+NONE = "none"
+# The order a translation's rows decide its state in: the least advanced row wins.
+_RANK = {DEAD: 0, EXPIRED: 1, PENDING: 2, DELIVERED: 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryRow:
+    """The columns of one outbox row the view reads."""
+
+    event_id: int
+    final: bool
+    state: str
+    attempts: int
+    next_attempt_at: dt.datetime
+    reason: str | None
+    delivered_at: dt.datetime | None
+    remote_id: str | None
+    created_at: dt.datetime
+
+
+NOTHING_SENT: dict[str, Any] = {
+    "state": NONE,
+    "reason": None,
+    "delivered_at": None,
+    "attempts": 0,
+    "next_attempt_at": None,
+}
+
+
+def delivery_views(session: Session, event_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Each event's delivery as a client sees it; events that send nothing are absent (see :data:`NOTHING_SENT`)."""
+    if not event_ids:
+        return {}
+    statement = (
+        select(
+            OutboxItem.event_id,
+            OutboxItem.final,
+            OutboxItem.state,
+            OutboxItem.attempts,
+            OutboxItem.next_attempt_at,
+            OutboxItem.reason,
+            OutboxItem.delivered_at,
+            OutboxItem.remote_id,
+            OutboxItem.created_at,
+        )
+        .where(OutboxItem.event_id.in_(event_ids))
+        .order_by(OutboxItem.id)
+    )
+    by_event: dict[int, list[DeliveryRow]] = {}
+    for row in session.execute(statement):
+        by_event.setdefault(row.event_id, []).append(DeliveryRow(*row))
+    return {event_id: describe(newest_translation(rows)) for event_id, rows in by_event.items()}
+
+
+def newest_translation(rows: Sequence[DeliveryRow]) -> list[DeliveryRow]:
+    """The rows of the translation to describe: the final one when there is one, else the newest running one.
+
+    The rows one request enqueued share its receipt time (``created_at``), which is how a translation is told apart.
+    """
+    finals = [row for row in rows if row.final]
+    chosen = finals or list(rows)
+    newest = max(row.created_at for row in chosen)
+    return [row for row in chosen if row.created_at == newest]
+
+
+def describe(rows: Iterable[DeliveryRow]) -> dict[str, Any]:
+    """One translation's rows as the ``delivery`` object (JSON-ready); ``rows`` is never empty."""
+    rows = list(rows)
+    shown = min(rows, key=lambda row: _RANK[_shown_state(row)])
+    state = _shown_state(shown)
+    delivered = [row.delivered_at for row in rows if row.delivered_at is not None]
+    view: dict[str, Any] = {
+        "state": state,
+        "reason": shown.reason if state != DELIVERED else None,
+        "delivered_at": rfc3339(max(delivered)) if state == DELIVERED and delivered else None,
+        "attempts": max(row.attempts for row in rows),
+        "next_attempt_at": rfc3339(min(row.next_attempt_at for row in rows if row.state == PENDING))
+        if state == PENDING
+        else None,
+    }
+    remote_id = next((row.remote_id for row in rows if row.remote_id), None)
+    if remote_id:
+        view["remote_id"] = remote_id
+    return view
+
+
+def _shown_state(row: DeliveryRow) -> str:
+    return DELIVERED if row.state == SUPERSEDED else row.state

@@ -1,0 +1,25 @@
+"""An event as ListEvents and UpdateBuildEvent show it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from adapters import distelli
+from adapters.base import rfc3339
+from bridge.delivery_view import NOTHING_SENT
+from bridge.models import Event
+
+
+def event_view(event: Event, delivery: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every field of the event's kind, null when unset, and its delivery (:mod:`bridge.delivery_view`)."""
+    view: dict[str, Any] = {
+        "app_name": event.app_name,
+        "event_id": event.id,
+        "event_time": rfc3339(event.event_time),
+        "event_type": event.event_type,
+    }
+    for name in distelli.FIELDS_BY_TYPE.get(event.event_type, ()):
+        view[name] = event.fields.get(name)
+    view["delivery"] = dict(delivery or NOTHING_SENT)
+    return view
