@@ -175,6 +175,24 @@ def storable(value: str) -> str:
     return _UNSTORABLE.sub("\ufffd", value)
 
 
+def replace_unstorable(data: Any) -> Any:
+    """``data`` (parsed JSON: dicts, lists, scalars) with :func:`storable` applied to every string and key, in
+    place; iterative, so a payload nested as deep as the JSON parser allows cannot exhaust the stack here."""
+    if isinstance(data, str):
+        return storable(data)
+    stack = [data] if isinstance(data, dict | list) else []
+    while stack:
+        node = stack.pop()
+        for key, value in list(node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(value, dict | list):
+                stack.append(value)
+            elif _unstorable(value):
+                node[key] = storable(value)
+            if isinstance(node, dict) and _unstorable(key):
+                node[storable(key)] = node.pop(key)
+    return data
+
+
 def _unstorable(value: Any) -> bool:
     if not isinstance(value, str):
         return False
