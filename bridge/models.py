@@ -104,7 +104,9 @@ def storable_record(record: SourceRecord, body: bytes) -> SourceRecord:
     """
     if not _UNSTORABLE_IN_BODY.search(body):
         return record
-    columns = {name: storable(value) for name in _RECORD_COLUMNS if isinstance(value := getattr(record, name), str)}
+    columns: dict[str, Any] = {
+        name: storable(value) for name in _RECORD_COLUMNS if isinstance(value := getattr(record, name), str)
+    }
     return dataclasses.replace(record, fields=replace_unstorable(record.fields), **columns)
 
 
