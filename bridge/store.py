@@ -46,6 +46,9 @@ T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # How often, at most, a store whose disk refused a write tries a probe write to learn that writes pass again.
 WRITE_PROBE_SECONDS = 1.0
+# Less free space than this where the SQLite file lives and /readyz says the disk is full: a few hundred pages of
+# WAL, below which the next burst of writes fails.
+DISK_FREE_FLOOR_BYTES = 1024 * 1024
 # SQLite's result codes that mean "this database takes no writes now", with the reason a 503 gives.
 _SQLITE_REFUSALS = {
     sqlite3.SQLITE_FULL: "the disk is full",
@@ -107,10 +110,13 @@ class Store:
 
         A deleted or replaced file stays refused until a restart. A refused write (disk full) is remembered, and
         at most once a second a probe write checks whether writes pass again; the first that does checkpoints
-        and truncates the WAL, which grew while nothing could be checkpointed.
+        and truncates the WAL, which grew while nothing could be checkpointed. A process that has not seen a
+        write fail (each web worker and the delivery worker remember their own) reads the free space instead.
         """
         if self._file is not None:
             self._file.check()
+            if self._refused is None:
+                return self._file.disk_full()
         if self._refused is None or time.monotonic() < self._next_probe:
             return self._refused
         self._next_probe = time.monotonic() + WRITE_PROBE_SECONDS
@@ -258,15 +264,17 @@ class DatabaseFile:
     """Notices that the SQLite path no longer names the file this process has open.
 
     Deleting (or replacing) the file under a running bridge leaves every open connection writing into an unlinked
-    inode: each write succeeds and is gone at the next restart. The device and inode seen at the first connection
-    are compared with the path's on every transaction (one ``stat``, about a microsecond) and at every new
+    inode: each write succeeds and is gone at the next restart. The device and inode seen when the store was made
+    (or at its first connection, for a file that did not exist yet) are compared with the path's on every transaction (one ``stat``, about a microsecond) and at every new
     connection; once they differ, every transaction is refused until a restart.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._identity: tuple[int, int] | None = None
         self._lost: str | None = None
+        # Taken now when the file exists (a web worker that opens its first connection after the file was deleted
+        # would otherwise take the empty file SQLite creates in its place for the database).
+        self._identity: tuple[int, int] | None = self._stat()
 
     def on_connect(self, _dbapi_connection: Any, _record: Any) -> None:
         self.check()
@@ -277,6 +285,15 @@ class DatabaseFile:
             self._compare(self._stat())
         if self._lost is not None:
             raise StorageUnavailable(self._lost)
+
+    def disk_full(self) -> str | None:
+        """"the disk is full" when less than :data:`DISK_FREE_FLOOR_BYTES` is left where the database lives."""
+        try:
+            stat = os.statvfs(self.path.parent)
+        except OSError:
+            return None
+        free = stat.f_bavail * stat.f_frsize
+        return f"the disk is full ({free // 1024} KiB free)" if free < DISK_FREE_FLOOR_BYTES else None
 
     def _stat(self) -> tuple[int, int] | None:
         try:
