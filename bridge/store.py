@@ -265,8 +265,9 @@ class DatabaseFile:
 
     Deleting (or replacing) the file under a running bridge leaves every open connection writing into an unlinked
     inode: each write succeeds and is gone at the next restart. The device and inode seen when the store was made
-    (or at its first connection, for a file that did not exist yet) are compared with the path's on every transaction (one ``stat``, about a microsecond) and at every new
-    connection; once they differ, every transaction is refused until a restart.
+    (or at its first connection, for a file that did not exist yet) are compared with the path's on every
+    transaction (one ``stat``, about a microsecond) and at every new connection; once they differ, every
+    transaction is refused until a restart.
     """
 
     def __init__(self, path: Path) -> None:
@@ -287,7 +288,7 @@ class DatabaseFile:
             raise StorageUnavailable(self._lost)
 
     def disk_full(self) -> str | None:
-        """"the disk is full" when less than :data:`DISK_FREE_FLOOR_BYTES` is left where the database lives."""
+        """ "the disk is full" when less than :data:`DISK_FREE_FLOOR_BYTES` is left where the database lives."""
         try:
             stat = os.statvfs(self.path.parent)
         except OSError:

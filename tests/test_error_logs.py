@@ -16,7 +16,9 @@ from bridge.models import Event, insert_event
 from bridge.store import Store
 from tests.conftest import TOKEN
 from tests.test_adapter_samples import SECRET, adapter, body, index
-from tests.test_ops_logs import logged  # noqa: F401 (fixture)
+from tests.test_ops_logs import logged as logged_fixture
+
+logged = logged_fixture
 
 MARKER = "body-marker-that-must-not-be-logged"
 

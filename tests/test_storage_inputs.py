@@ -53,7 +53,8 @@ def column_sources(source: str) -> set[str]:
     # Column values are often built from payload strings ("owner/repo", "url#number"): poison their parts too.
     parts = {part for value in values for part in value.replace("#", "/").split("/") if len(part) > 2}
     # Not the enumerations the adapter checks (a poisoned status is a 400, not a storage question).
-    return (values | parts) - {str(record.event_type), str(record.status), *map(str, record.fields.get("build", {}).values())}
+    enumerations = {str(record.event_type), str(record.status), *map(str, record.fields.get("build", {}).values())}
+    return (values | parts) - enumerations
 
 
 def stored(store: Store, event_id: str) -> Event:
