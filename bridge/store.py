@@ -116,7 +116,7 @@ class Store:
         if self._file is not None:
             self._file.check()
             if self._refused is None:
-                return self._file.disk_full()
+                return self._file.unwritable()
         if self._refused is None or time.monotonic() < self._next_probe:
             return self._refused
         self._next_probe = time.monotonic() + WRITE_PROBE_SECONDS
@@ -287,12 +287,15 @@ class DatabaseFile:
         if self._lost is not None:
             raise StorageUnavailable(self._lost)
 
-    def disk_full(self) -> str | None:
-        """ "the disk is full" when less than :data:`DISK_FREE_FLOOR_BYTES` is left where the database lives."""
+    def unwritable(self) -> str | None:
+        """Why no write can pass, read without writing: a file this process may not write (a read-only mount, an
+        immutable file) or less than :data:`DISK_FREE_FLOOR_BYTES` free where the database lives."""
         try:
             stat = os.statvfs(self.path.parent)
         except OSError:
             return None
+        if not os.access(self.path, os.W_OK):
+            return "the database is read-only"
         free = stat.f_bavail * stat.f_frsize
         return f"the disk is full ({free // 1024} KiB free)" if free < DISK_FREE_FLOOR_BYTES else None
 

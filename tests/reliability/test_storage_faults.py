@@ -144,3 +144,42 @@ def test_a_lock_file_that_cannot_be_opened_is_a_503_with_the_reason_on_readyz_li
                 assert "lock file" in answer.text and "cannot be opened" in answer.text, (name, answer.text)
     finally:
         subprocess.run(["chattr", "-i", str(lock)], check=False)
+
+
+def test_a_read_only_database_is_a_503_with_the_reason_on_readyz_and_create_and_still_lists(
+    tmp_path: Path, make_config: Any, sqlite_url: str
+) -> None:
+    from bridge import migrate
+    from bridge.app import create_app
+    from bridge.store import Store
+    from tests.conftest import TOKEN, USER
+    from tests.reliability.harness import APP
+
+    config = make_config()
+    migrated = Store(sqlite_url)
+    migrate.upgrade(migrated)
+    migrated.dispose()
+    database = Path(sqlite_url.split("///", 1)[1])
+    immutable = subprocess.run(["chattr", "+i", str(database)], capture_output=True)
+    if immutable.returncode:
+        reason = f"cannot make the database file immutable ({immutable.stderr.decode().strip()})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    store = Store(config.database_url)
+    try:
+        client = create_app(config, store).test_client()
+        base = f"/{USER}/apps/{APP}/events"
+        answers = {
+            "readyz": client.get("/readyz"),
+            "create": client.put(f"{base}/buildEvent?apiToken={TOKEN}", json=running_body(1)),
+        }
+        for name, answer in answers.items():
+            assert answer.status_code == 503, (name, answer.get_data(as_text=True))
+            assert "read-only" in answer.get_data(as_text=True), (name, answer.get_data(as_text=True))
+        # Reading needs no write: what is stored stays listable.
+        listed = client.get(f"{base}?apiToken={TOKEN}")
+        assert listed.status_code == 200 and listed.get_json()["events"] == [], listed.get_data(as_text=True)
+    finally:
+        store.dispose()
+        subprocess.run(["chattr", "-i", str(database)], check=False)
