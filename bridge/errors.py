@@ -9,9 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from flask import Flask, Response, jsonify
-from sqlalchemy.exc import OperationalError
+from flask import Flask, Response, current_app, jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
+
+from bridge import migrate
+from bridge.store import StorageUnavailable, write_refusal
 
 log = structlog.get_logger(__name__)
 
@@ -101,17 +104,38 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Allow"] = ", ".join(valid_methods)
         return response, status
 
-    @app.errorhandler(OperationalError)
-    def _database_unavailable(error: OperationalError) -> tuple[Response, int]:
+    @app.errorhandler(StorageUnavailable)
+    def _storage_unavailable(error: StorageUnavailable) -> tuple[Response, int]:
+        log.warning("request.storage_unavailable", reason=error.reason)
+        return _unavailable(f"The database takes no writes: {error.reason}.", "storage_unavailable")
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(error: DBAPIError) -> tuple[Response, int]:
         # The driver's message can quote SQL and parameters, so only the error's type is logged.
-        log.warning("request.database_unavailable", error_type=type(error.orig or error).__name__)
-        unavailable = Unavailable("The database is unavailable; retry shortly.")
-        response, status = error_response(unavailable)
-        response.headers["Retry-After"] = str(unavailable.retry_after_seconds)
-        return response, status
+        error_type = type(error.orig or error).__name__
+        if migrate.migrations_pending(current_app.extensions["bridge.store"]):
+            log.error("request.migrations_pending", error_type=error_type, reason=migrate.MIGRATIONS_PENDING)
+            return _unavailable(migrate.MIGRATIONS_PENDING, "migrations_pending")
+        if not isinstance(error, OperationalError):
+            return _unexpected(error)
+        refusal = write_refusal(error)
+        log.warning("request.database_unavailable", error_type=error_type, reason=refusal)
+        if refusal:
+            return _unavailable(f"The database takes no writes: {refusal}.", "storage_unavailable")
+        return _unavailable("The database is unavailable; retry shortly.", Unavailable.code)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> tuple[Response, int]:
+        # The traceback is logged without the exception's message (bridge.logs.exception_text): a message can
+        # quote the request body or a secret.
         log.exception("request.failed", error_type=type(error).__name__)
         body = BridgeError("The bridge could not handle this request; it was not stored.", code="internal")
         return jsonify(body.to_body()), 500
+
+
+def _unavailable(message: str, code: str) -> tuple[Response, int]:
+    """A 503 the client should retry after a while: nothing was stored."""
+    unavailable = Unavailable(message, code=code)
+    response, status = error_response(unavailable)
+    response.headers["Retry-After"] = str(unavailable.retry_after_seconds)
+    return response, status

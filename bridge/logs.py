@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 import uuid
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from datetime import timedelta
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 import structlog
 from gunicorn.glogging import Logger as _GunicornBaseLogger
 
-from bridge.config import Config
+from bridge.config import SECRET_FIELDS, Config
 
 if TYPE_CHECKING:
     from flask import Flask, Response
@@ -37,26 +40,68 @@ ACCESS_FIELDS = (
     "request_id",
 )
 
-_SECRET_QUERY = re.compile(r"((?:apiToken|api_key|apikey|token|secret)=)[^&\s\"']+", re.IGNORECASE)
+# A query-string or form pair as it appears in a log string, name and value still percent-encoded.
+_PAIR = re.compile(r"([^\s&?=\"'<>;,]+)=([^&\s\"'<>;,]*)")
 _SECRET_HEADER = re.compile(r"((?:authorization|dd-api-key|dd-application-key)[\"']?\s*[:=]\s*[\"']?)[^,\"'\n]+", re.I)
+# Words that make a parameter name or dict key secret, whatever else it says (apiToken, private_token, hook secret).
+_SECRET_NAME_WORDS = ("token", "secret", "password", "api_key", "apikey", "api-key", "authorization", "signature")
 _SECRET_KEYS = frozenset(
     {"apitoken", "api_token", "dd-api-key", "dd_api_key", "authorization", "token", "secret", "password"}
 )
-# Words one of the two patterns above needs; a line with none of them (most lines) skips both substitutions.
-_SECRET_WORDS = ("token", "secret", "api_key", "apikey", "authorization", "dd-api-key", "dd-application-key")
+_SECRET_HEADER_WORDS = ("authorization", "dd-api-key", "dd-application-key")
+# Characters that percent-encode or form-encode a name or value; without them a line can only hold secrets as is.
+_ENCODED = ("%", "+")
+_WORD = re.compile(r"[^\s&?=/\"'<>;,]+")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Secret values from the configuration, replaced wherever they appear; set by configure_logging.
 _known_secrets: list[str] = []
 
 
+def is_secret_name(name: str) -> bool:
+    """Whether a parameter or key named ``name`` (percent-decoded, any case) holds a secret."""
+    lowered = unquote_plus(name).lower()
+    return any(word in lowered for word in _SECRET_NAME_WORDS)
+
+
+def _is_known_secret(text: str) -> bool:
+    return any(secret in text for secret in _known_secrets)
+
+
+def _redact_pair(match: re.Match[str]) -> str:
+    name, value = match.group(1), match.group(2)
+    if is_secret_name(name) or (_known_secrets and _is_known_secret(unquote_plus(value))):
+        return f"{name}={REDACTED}"
+    return match.group(0)
+
+
+def _redact_encoded_secrets(text: str) -> str:
+    """Replace each word that, percent-decoded, holds a configured secret (``%61bcd...`` in a path, say)."""
+    if not _is_known_secret(unquote_plus(text)):
+        return text
+    return _WORD.sub(_redact_word, text)
+
+
+def _redact_word(word: re.Match[str]) -> str:
+    return REDACTED if _is_known_secret(unquote_plus(word[0])) else word[0]
+
+
 def redact(text: str) -> str:
-    """Replace secret query values, secret header values and every configured secret in a log string."""
+    """Replace secret parameter values, secret header values and every configured secret in a log string.
+
+    Names and values are compared after percent-decoding, because the bridge authenticates after decoding:
+    ``?api%54oken=%61bcd...`` is the apiToken ``abcd...`` to it, so it must be to the redaction as well.
+    """
     lowered = text.lower()
-    if any(word in lowered for word in _SECRET_WORDS):
-        text = _SECRET_HEADER.sub(rf"\1{REDACTED}", _SECRET_QUERY.sub(rf"\1{REDACTED}", text))
+    encoded = any(mark in text for mark in _ENCODED)
+    if "=" in text and (encoded or _known_secrets or any(word in lowered for word in _SECRET_NAME_WORDS)):
+        text = _PAIR.sub(_redact_pair, text)
+    if any(word in lowered for word in _SECRET_HEADER_WORDS):
+        text = _SECRET_HEADER.sub(rf"\1{REDACTED}", text)
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if encoded and _known_secrets:
+        text = _redact_encoded_secrets(text)
     return text
 
 
@@ -64,7 +109,7 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {key: REDACTED if str(key).lower() in _SECRET_KEYS else _scrub(item) for key, item in value.items()}
+        return {key: REDACTED if _secret_key(key) else _scrub(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_scrub(item) for item in value]
     return value
@@ -74,7 +119,41 @@ def _redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str
     for key, value in list(event_dict.items()):
         if key.startswith("_"):
             continue
-        event_dict[key] = REDACTED if key.lower() in _SECRET_KEYS else _scrub(value)
+        event_dict[key] = REDACTED if _secret_key(key) else _scrub(value)
+    return event_dict
+
+
+def _secret_key(key: Any) -> bool:
+    return str(key).lower() in _SECRET_KEYS
+
+
+def exception_text(exc_info: tuple[type[BaseException], BaseException, TracebackType | None]) -> str:
+    """A traceback with every frame and each exception's type, but no exception's message.
+
+    A message can quote anything the failing code held: SQLAlchemy quotes the statement's bound values (a whole
+    webhook body), a parser quotes the text it choked on, a driver quotes the row that broke a unique index. The
+    frames and the types say where and what failed; the request id ties the line to the request.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    error: BaseException | None = exc_info[1]
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        frames = "".join(traceback.format_list(traceback.extract_tb(error.__traceback__)))
+        kind = type(error)
+        parts.append(f"Traceback (most recent call last):\n{frames}{kind.__module__}.{kind.__qualname__}")
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return "\n\nwhile handling that, from:\n".join(parts)
+
+
+def _exception_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if isinstance(exc_info, tuple) and exc_info[1] is not None:
+        event_dict["exception"] = exception_text(exc_info)
     return event_dict
 
 
@@ -90,7 +169,7 @@ def json_formatter() -> logging.Formatter:
         ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
+            _exception_processor,
             _redact_processor,
             structlog.processors.JSONRenderer(),
         ],
@@ -109,13 +188,22 @@ class _StderrHandler(logging.StreamHandler[Any]):
         return
 
 
+def secret_values(config: Config) -> set[str]:
+    """Every secret of ``config``: the values of the fields ``SECRET_FIELDS`` names (tokens, DD_API_KEY, hook
+    secrets, and whichever secret a new setting adds there), so a new secret is redacted by being declared one."""
+    found: set[str] = set()
+    for name in SECRET_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, str):
+            found.add(value)
+        elif isinstance(value, Mapping):
+            found.update(item for item in value.values() if isinstance(item, str))
+    return {value for value in found if value}
+
+
 def configure_logging(config: Config) -> None:
     """One JSON object per line on stderr, with the context bound to the request or worker."""
-    _known_secrets[:] = sorted(
-        {*config.tokens.values(), *config.hook_secrets.values(), *([config.dd_api_key] if config.dd_api_key else [])},
-        key=len,
-        reverse=True,
-    )
+    _known_secrets[:] = sorted(secret_values(config), key=len, reverse=True)
     level = getattr(logging, config.log_level)
     handler = _StderrHandler()
     handler.setFormatter(json_formatter())
@@ -182,7 +270,7 @@ class GunicornLogger(_GunicornBaseLogger):
         fields = {
             "method": environ.get("REQUEST_METHOD"),
             "path": environ.get("PATH_INFO"),
-            "query": redact(environ.get("QUERY_STRING", "")) or None,
+            "query": environ.get("QUERY_STRING") or None,  # redacted with every other field by the formatter
             "status": int(status) if str(status).isdigit() else status,
             "bytes": getattr(resp, "sent", None),
             "duration_ms": round(request_time.total_seconds() * 1000, 1),

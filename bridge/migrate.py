@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from bridge.store import Store
+from bridge.store import StorageUnavailable, Store, write_refusal
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"  # Alembic's default, which bridge/migrations/env.py keeps
+# What a request that failed on an old schema is answered, and what the worker logs: the fix, not the symptom.
+MIGRATIONS_PENDING = "migrations pending: run pipeline-bridge db upgrade"
 
 
 def _alembic_config() -> AlembicConfig:
@@ -83,3 +86,22 @@ def pending_revision(store: Store) -> str | None:
     with store.engine.connect() as connection:
         current = current_revision(connection)
     return None if current == head else head
+
+
+def migrations_pending(store: Store) -> bool:
+    """Whether the database is behind the code, asked after a statement failed (a missing table or column is how an
+    old schema shows); False when that cannot be told either, so the original error stands."""
+    try:
+        return pending_revision(store) is not None
+    except SQLAlchemyError:
+        return False
+
+
+def database_problem(store: Store, error: Exception) -> str | None:
+    """What an operator should read about a failed database call: pending migrations, a file deleted under the
+    bridge or a disk that refuses writes; None when it is none of these (a restart, a network blip)."""
+    if isinstance(error, StorageUnavailable):
+        return error.reason
+    if migrations_pending(store):
+        return MIGRATIONS_PENDING
+    return write_refusal(error) if isinstance(error, DBAPIError) else None

@@ -6,13 +6,18 @@ code can query it. Times are stored as naive UTC and handed out timezone-aware, 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import re
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, insert, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from adapters.base import SourceRecord
+from bridge.store import replace_unstorable, storable
 
 # SQLite only makes INTEGER PRIMARY KEY an autoincrementing rowid; PostgreSQL wants a BIGINT identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -83,6 +88,26 @@ def event_column_length(name: str) -> int:
     """How many characters a string column of the events table holds, for checks that must refuse longer values."""
     length: int = _EVENTS.c[name].type.length  # type: ignore[attr-defined]
     return length
+
+
+# JSON escapes that spell a NUL or a surrogate, and a raw NUL: a body without any holds nothing unstorable.
+_UNSTORABLE_IN_BODY = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\x00")
+_RECORD_COLUMNS = ("event_type", "run_key", "app_name", "delivery_id", "status", "branch", "commit_id")
+
+
+def storable_record(record: SourceRecord, body: bytes) -> SourceRecord:
+    """``record`` with NUL and lone surrogates replaced in its columns and fields, before it is mapped or stored.
+
+    They are replaced before the adapter maps the record, not only when binding, because a mapping hashes and
+    encodes the same strings (a uuid5 of the app name cannot encode a lone surrogate either). Only a body whose
+    text can spell one is walked.
+    """
+    if not _UNSTORABLE_IN_BODY.search(body):
+        return record
+    columns: dict[str, Any] = {
+        name: storable(value) for name in _RECORD_COLUMNS if isinstance(value := getattr(record, name), str)
+    }
+    return dataclasses.replace(record, fields=replace_unstorable(record.fields), **columns)
 
 
 def insert_event(session: Session, event: Event) -> int:

@@ -19,8 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import Config
 from bridge.intake import FileSink, HttpIntake, Intake
+from bridge.migrate import database_problem
 from bridge.sender import Sender, SenderSettings
-from bridge.store import Store
+from bridge.store import StorageUnavailable, Store
 
 log = structlog.get_logger(__name__)
 
@@ -73,9 +74,14 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     claimed = self.sender.run_once().claimed
-                except SQLAlchemyError as exc:
+                except (SQLAlchemyError, StorageUnavailable) as exc:
                     # The database restarting is no reason to exit: nothing is lost, leases expire, try again.
-                    log.error("worker.database_error", error_type=type(exc).__name__, worker_id=self.sender.worker_id)
+                    log.error(
+                        "worker.database_error",
+                        error_type=type(exc).__name__,
+                        reason=database_problem(self.sender.store, exc),
+                        worker_id=self.sender.worker_id,
+                    )
                     self.stopping.wait(DATABASE_RETRY_SECONDS)
                     continue
                 if claimed == 0:

@@ -6,11 +6,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from bridge import migrate
 from bridge.metrics import delivery_paused
-from bridge.store import Store
+from bridge.store import StorageUnavailable, Store, write_refusal
 
 blueprint = Blueprint("health", __name__)
 
@@ -34,11 +34,22 @@ def readyz() -> tuple[Response, int]:
             connection.execute(text("SELECT 1"))
         behind = migrate.pending_revision(store)
         if behind:
-            return _unavailable(f"migrations pending (head is {behind})", database="ok", migrations="pending")
+            reason = f"{migrate.MIGRATIONS_PENDING} (head is {behind})"
+            return _unavailable(reason, database="ok", migrations="pending")
+        refused = store.writes_refused()
+        if refused:
+            return _unavailable(f"the database takes no writes: {refused}", database="refuses writes")
         with store.transaction() as session:
             delivery = delivery_paused(session)
+    except StorageUnavailable as exc:
+        return _unavailable(f"the database takes no writes: {exc.reason}", database="refuses writes")
+    except DBAPIError as exc:
+        refusal = write_refusal(exc)
+        if refusal:
+            return _unavailable(f"the database takes no writes: {refusal}", database="refuses writes")
+        return _unavailable(f"database unavailable: {type(exc.orig or exc).__name__}")
     except SQLAlchemyError as exc:
-        return _unavailable(f"database unavailable: {type(getattr(exc, 'orig', None) or exc).__name__}")
+        return _unavailable(f"database unavailable: {type(exc).__name__}")
     return jsonify({"status": "ready", "database": "ok", "migrations": "current", "delivery": delivery}), 200
 
 

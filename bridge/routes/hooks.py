@@ -18,6 +18,7 @@ from adapters.registry import load_adapters
 from bridge import hooks, metrics
 from bridge.config import Config
 from bridge.errors import InvalidInput, NotFound, Unauthorized
+from bridge.models import storable_record
 from bridge.routes.ingest_errors import answer_ingest_errors
 from bridge.store import Store
 
@@ -59,6 +60,7 @@ def receive_hook(name: str) -> tuple[Response, int]:
     if record is None:
         log.info("hook.ignored", source=name)
         return jsonify({"ignored": True}), 202
+    record = storable_record(record, body)
     received_at = dt.datetime.now(dt.UTC)
     store: Store = current_app.extensions["bridge.store"]
     config: Config = current_app.extensions["bridge.config"]
