@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 
 from bridge.config import load_config
-from bridge.deadline import BODY_READ_SECONDS
+from bridge.http_worker import BODY_SECONDS as BODY_READ_SECONDS
 from bridge.web import gunicorn_options
 from tests.reliability.harness import APP, TOKEN, USER, BridgeProcess, bridge_env, create_url, free_port, running_body
 
