@@ -42,7 +42,7 @@ from common import (
     workdir,
 )
 
-from tests.reliability.slow_load import slow_clients, wait_until_open
+from tests.reliability.slow_load import SlowLoad, slow_clients, wait_until_open
 
 
 @contextlib.contextmanager
@@ -77,7 +77,9 @@ def memory_mb(server: BridgeProcess) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
-def probe(base_url: str, seconds: float, rate: float = 5.0) -> tuple[list[float], list[float], int]:
+def probe(
+    base_url: str, seconds: float, rate: float = 5.0, load: SlowLoad | None = None
+) -> tuple[list[float], list[float], int]:
     """A PUT buildEvent and a GET /healthz, each on a fresh connection, ``rate`` times a second.
 
     Returns the latencies of the PUTs and of the GETs that answered 200, and how many did not (30 s timeout).
@@ -87,6 +89,8 @@ def probe(base_url: str, seconds: float, rate: float = 5.0) -> tuple[list[float]
     while time.monotonic() < deadline:
         due = time.monotonic() + 1 / rate
         number += 1
+        if load is not None:
+            load.sample()
         for latencies, method, url, body in (
             (puts, "PUT", base_url + CREATE_PATH, build_body(number)),
             (gets, "GET", base_url + "/healthz", None),
@@ -113,7 +117,7 @@ def slow_run(directory: Path, name: str, checkout: Path | None, args: argparse.N
         with slow_clients(port, args.head, args.body, args.idle) as load:
             all_open = wait_until_open(load, total, timeout=60)
             cpu_before = cpu_seconds(server.pids())
-            latencies, health, failures = probe(server.base_url, args.seconds)
+            latencies, health, failures = probe(server.base_url, args.seconds, load=load)
             cpu_share = (cpu_seconds(server.pids()) - cpu_before) / args.seconds
             rss_with, pss_with = memory_mb(server)
             peak = load.peak_open
@@ -129,7 +133,8 @@ def slow_run(directory: Path, name: str, checkout: Path | None, args: argparse.N
         return f"{len(found)} closed ({answered} with 408), longest open {longest:.1f} s"
 
     print(
-        f"# {name}: {peak} slow connections open at once (all {total}: {all_open}); "
+        f"# {name}: {peak} slow connections open at once (all {total}: {all_open}), while probing "
+        f"{min(load.samples, default=0)}-{max(load.samples, default=0)}; "
         f"memory {rss_before:.0f} -> {rss_with:.0f} MB RSS, {pss_before:.0f} -> {pss_with:.0f} MB PSS; "
         f"server CPU {cpu_share:.2f} cores while they were open; with none open p50 "
         f"{percentile(quiet, 0.5) * 1000:.0f} ms, p99 {percentile(quiet, 0.99) * 1000:.0f} ms (PUT)"

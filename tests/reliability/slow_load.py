@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from tests.reliability.harness import APP, TOKEN, USER
 
 DECLARED_BODY_BYTES = 1000
+REOPEN_JITTER_SECONDS = 1.0
 
 
 @dataclasses.dataclass
@@ -41,6 +43,10 @@ class SlowLoad:
     endings: list[Ending] = dataclasses.field(default_factory=list)
     connect_errors: int = 0
     peak_open: int = 0
+    samples: list[int] = dataclasses.field(default_factory=list)  # how many were open, when sample() was called
+
+    def sample(self) -> None:
+        self.samples.append(sum(self.open.values()))
 
     def ended(self, kind: str) -> list[Ending]:
         return [ending for ending in self.endings if ending.kind == kind]
@@ -73,6 +79,9 @@ def _status(answer: bytes) -> int | None:
 async def _client(kind: str, port: int, trickle_seconds: float, load: SlowLoad, stop: asyncio.Event) -> None:
     request, body_head = _head_lines()
     while not stop.is_set():
+        # Not all at once: 1,200 clients reopening in the same instant would be a burst of connections and
+        # GET /healthz requests that no real crowd of slow clients makes (the server would still answer it).
+        await asyncio.sleep(random.uniform(0, REOPEN_JITTER_SECONDS))
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:

@@ -130,7 +130,6 @@ PUT = f"PUT {CREATE} HTTP/1.1\r\n".encode() + HOST
             "header_fields_too_large",
         ),
         (b"GET /healthz HTTP/1.1\r\n" + HOST + b"X-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, "header_fields_too_large"),
-        (b"GET /healthz HTTP/1.1\r\n" + HOST + b"X_Under: 1\r\n\r\n", 400, "invalid_header"),
         (b"GET /healthz HTTP/1.1\r\n" + HOST + b"NoColon\r\n\r\n", 400, "invalid_header"),
         (PUT + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "invalid_header"),
         (PUT + b"Content-Length: 1x\r\n\r\n{}", 400, "invalid_header"),
@@ -152,7 +151,6 @@ PUT = f"PUT {CREATE} HTTP/1.1\r\n".encode() + HOST
         "long-url",
         "too-many-headers",
         "header-too-large",
-        "underscore-header",
         "header-without-colon",
         "two-content-lengths",
         "bad-content-length",
@@ -192,10 +190,12 @@ def test_a_body_declared_over_1_mib_is_refused_with_413_json_without_waiting_for
 def test_a_client_waiting_for_100_continue_gets_it_then_its_answer(bridge: BridgeProcess) -> None:
     body = json.dumps(running_body(100)).encode()
     with socket.create_connection(("127.0.0.1", int(bridge.env["PORT"])), timeout=10) as client:
-        client.sendall(PUT + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        client.sendall(PUT + b"Connection: close\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
         assert client.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        client.sendall(body + b"")
-        answer = client.recv(65536)
+        client.sendall(body)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
 
     status, _headers, reply = split_answer(answer)
     assert status == 200
