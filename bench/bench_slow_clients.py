@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import re
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 from common import (
@@ -42,7 +44,7 @@ from common import (
     workdir,
 )
 
-from tests.reliability.slow_load import SlowLoad, slow_clients, wait_until_open
+from tests.reliability.slow_load import Ending, slow_clients
 
 
 @contextlib.contextmanager
@@ -59,7 +61,7 @@ def serve(directory: Path, name: str, checkout: Path | None, app: str = "bridge"
         argv = [sys.executable, "-P", "-m", "bridge", "serve"]  # -P: not the current directory's bridge
     if app == "bare":
         argv = [sys.executable, "-P", str(root / "bench" / "baselines.py"), "bare"]
-    with BridgeProcess(app, settings, run_dir / "server.log", argv=argv) as process:
+    with BridgeProcess("serve" if app == "bridge" else app, settings, run_dir / "server.log", argv=argv) as process:
         process.start(ready_timeout=60)
         yield process
 
@@ -78,7 +80,7 @@ def memory_mb(server: BridgeProcess) -> tuple[float, float]:
 
 
 def probe(
-    base_url: str, seconds: float, rate: float = 5.0, load: SlowLoad | None = None
+    base_url: str, seconds: float, rate: float = 5.0, load: _Held | None = None
 ) -> tuple[list[float], list[float], int]:
     """A PUT buildEvent and a GET /healthz, each on a fresh connection, ``rate`` times a second.
 
@@ -90,7 +92,7 @@ def probe(
         due = time.monotonic() + 1 / rate
         number += 1
         if load is not None:
-            load.sample()
+            load.samples.append(load.open_now.value)
         for latencies, method, url, body in (
             (puts, "PUT", base_url + CREATE_PATH, build_body(number)),
             (gets, "GET", base_url + "/healthz", None),
@@ -108,19 +110,58 @@ def probe(
     return puts, gets, failures
 
 
+@contextlib.contextmanager
+def held_elsewhere(port: int, head: int, body: int, idle: int) -> Iterator[_Held]:
+    """The slow clients in a child process, so that their event loop does not take the GIL from the probe."""
+    context = multiprocessing.get_context("fork")
+    held = _Held(context.Value("i", 0), context.Event(), context.Queue())
+    child = context.Process(target=_hold, args=(port, head, body, idle, held), daemon=True)
+    child.start()
+    try:
+        yield held
+    finally:
+        held.stop.set()
+        held.peak, endings = held.results.get(timeout=60)
+        held.endings = [Ending(kind, status, b"", seconds) for kind, status, seconds in endings]
+        child.join(timeout=30)
+
+
+class _Held:
+    def __init__(self, open_now: Any, stop: Any, results: Any) -> None:
+        self.open_now, self.stop, self.results = open_now, stop, results
+        self.peak, self.endings, self.samples = 0, [], []
+
+    def ended(self, kind: str) -> list[Ending]:
+        return [ending for ending in self.endings if ending.kind == kind]
+
+    def wait_until_open(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.open_now.value < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return bool(self.open_now.value >= count)
+
+
+def _hold(port: int, head: int, body: int, idle: int, held: _Held) -> None:
+    with slow_clients(port, head, body, idle, spread_seconds=5.0) as load:
+        while not held.stop.wait(0.05):
+            held.open_now.value = sum(load.open.values())
+    endings = [(ending.kind, ending.status, ending.seconds_open) for ending in load.endings]
+    held.results.put((load.peak_open, endings))
+
+
 def slow_run(directory: Path, name: str, checkout: Path | None, args: argparse.Namespace) -> list[str]:
     total = args.head + args.body + args.idle
     with serve(directory, name, checkout) as server:
         port = int(server.env["PORT"])
         quiet, _, _ = probe(server.base_url, args.seconds / 2)
         rss_before, pss_before = memory_mb(server)
-        with slow_clients(port, args.head, args.body, args.idle) as load:
-            all_open = wait_until_open(load, total, timeout=60)
+        with held_elsewhere(port, args.head, args.body, args.idle) as load:
+            all_open = load.wait_until_open(total, timeout=60)
             cpu_before = cpu_seconds(server.pids())
             latencies, health, failures = probe(server.base_url, args.seconds, load=load)
             cpu_share = (cpu_seconds(server.pids()) - cpu_before) / args.seconds
             rss_with, pss_with = memory_mb(server)
-            peak = load.peak_open
+        peak = load.peak
         endings = {kind: load.ended(kind) for kind in ("head", "body", "idle")}
     p99 = max(percentile(latencies, 0.99), percentile(health, 0.99))
 

@@ -259,7 +259,12 @@ class BufferingWorker(ThreadWorker):
         try:
             sock, client = listener.accept()
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # Out of descriptors: accept no more than are open now (gthread's loop stops polling the
+                # listener at worker_connections), rather than spin on a listener that stays readable.
+                self.worker_connections = max(self.nr_conns, 1)
+                self.log.warning("out of file descriptors: at most %s connections now", self.worker_connections)
+            elif exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
         self.nr_conns += 1

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from tests.reliability.harness import APP, TOKEN, USER
 
 DECLARED_BODY_BYTES = 1000
-REOPEN_JITTER_SECONDS = 1.0
 
 
 @dataclasses.dataclass
@@ -43,10 +42,6 @@ class SlowLoad:
     endings: list[Ending] = dataclasses.field(default_factory=list)
     connect_errors: int = 0
     peak_open: int = 0
-    samples: list[int] = dataclasses.field(default_factory=list)  # how many were open, when sample() was called
-
-    def sample(self) -> None:
-        self.samples.append(sum(self.open.values()))
 
     def ended(self, kind: str) -> list[Ending]:
         return [ending for ending in self.endings if ending.kind == kind]
@@ -76,12 +71,14 @@ def _status(answer: bytes) -> int | None:
     return None
 
 
-async def _client(kind: str, port: int, trickle_seconds: float, load: SlowLoad, stop: asyncio.Event) -> None:
+async def _client(
+    kind: str, port: int, trickle_seconds: float, spread_seconds: float, load: SlowLoad, stop: asyncio.Event
+) -> None:
     request, body_head = _head_lines()
+    # Not all at once: 1,200 clients opening (and so timing out, and reopening) in the same instant would be
+    # bursts of connections and GET /healthz requests that no real crowd of slow clients makes.
+    await asyncio.sleep(random.uniform(0, spread_seconds))
     while not stop.is_set():
-        # Not all at once: 1,200 clients reopening in the same instant would be a burst of connections and
-        # GET /healthz requests that no real crowd of slow clients makes (the server would still answer it).
-        await asyncio.sleep(random.uniform(0, REOPEN_JITTER_SECONDS))
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
@@ -123,8 +120,11 @@ async def _client(kind: str, port: int, trickle_seconds: float, load: SlowLoad, 
 
 
 @contextlib.contextmanager
-def slow_clients(port: int, head: int, body: int, idle: int, trickle_seconds: float = 2.0) -> Iterator[SlowLoad]:
-    """Hold ``head``, ``body`` and ``idle`` connections open to 127.0.0.1:``port`` until the block ends."""
+def slow_clients(
+    port: int, head: int, body: int, idle: int, trickle_seconds: float = 2.0, spread_seconds: float = 1.0
+) -> Iterator[SlowLoad]:
+    """Hold ``head``, ``body`` and ``idle`` connections open to 127.0.0.1:``port`` until the block ends, the first
+    opening of each spread over ``spread_seconds``."""
     load = SlowLoad()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -132,7 +132,7 @@ def slow_clients(port: int, head: int, body: int, idle: int, trickle_seconds: fl
 
     async def main() -> None:
         tasks = [
-            asyncio.ensure_future(_client(kind, port, trickle_seconds, load, stop))
+            asyncio.ensure_future(_client(kind, port, trickle_seconds, spread_seconds, load, stop))
             for kind, count in (("head", head), ("body", body), ("idle", idle))
             for _ in range(count)
         ]

@@ -21,7 +21,17 @@ import requests
 from bridge.config import load_config
 from bridge.http_worker import BODY_SECONDS, HEAD_SECONDS
 from bridge.web import gunicorn_options
-from tests.reliability.harness import APP, TOKEN, USER, BridgeProcess, bridge_env, create_url, free_port, running_body
+from tests.reliability.harness import (
+    APP,
+    CONSOLE_SCRIPT,
+    TOKEN,
+    USER,
+    BridgeProcess,
+    bridge_env,
+    create_url,
+    free_port,
+    running_body,
+)
 from tests.reliability.slow_load import slow_clients, wait_until_open
 
 KEEPALIVE_SECONDS = float(gunicorn_options(load_config({"BRIDGE_TOKENS": f"{USER}:{TOKEN}"}))["keepalive"])
@@ -227,3 +237,28 @@ def test_stopping_with_slow_clients_connected_exits_promptly_and_cleanly(tmp_pat
     assert code == 0, process.log_tail()
     # Idle connections close at once; requests on their way get at most gunicorn's stop linger (2 s).
     assert stopped_after < 20, stopped_after
+
+
+def test_a_low_open_file_limit_is_raised_to_hold_the_connections(tmp_path: Path) -> None:
+    """A container's usual soft limit (1024, here 400) would refuse the connections: the worker lifts it."""
+    env = bridge_env(
+        f"sqlite:///{tmp_path / 'bridge.db'}",
+        None,
+        free_port(),
+        BRIDGE_SINK_PATH=str(tmp_path / "sink"),
+        WEB_CONCURRENCY="1",
+    )
+    argv = ["prlimit", "--nofile=400:4096", "--", CONSOLE_SCRIPT, "serve"]
+    with BridgeProcess("serve", env, tmp_path / "bridge.log", argv=argv) as process:
+        process.start(ready_timeout=60)
+        with slow_clients(int(env["PORT"]), head=600, body=0, idle=0) as load:
+            assert wait_until_open(load, 600, timeout=30)
+            health = requests.get(process.base_url + "/healthz", timeout=10)
+            # A 408 means the worker accepted the connection and read it: each of the 600 held a descriptor.
+            deadline = time.monotonic() + HEAD_SECONDS + 5 * SWEEP_SLACK
+            while time.monotonic() < deadline and len(load.ended("head")) < 600:
+                time.sleep(0.2)
+
+    assert health.status_code == 200
+    assert len([ending for ending in load.ended("head") if ending.status == 408]) >= 600
+    assert "Too many open files" not in process.log_tail(100_000)
