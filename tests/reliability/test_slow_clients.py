@@ -254,11 +254,13 @@ def test_a_low_open_file_limit_is_raised_to_hold_the_connections(tmp_path: Path)
         with slow_clients(int(env["PORT"]), head=600, body=0, idle=0) as load:
             assert wait_until_open(load, 600, timeout=30)
             health = requests.get(process.base_url + "/healthz", timeout=10)
-            # A 408 means the worker accepted the connection and read it: each of the 600 held a descriptor.
             deadline = time.monotonic() + HEAD_SECONDS + 5 * SWEEP_SLACK
             while time.monotonic() < deadline and len(load.ended("head")) < 600:
                 time.sleep(0.2)
 
     assert health.status_code == 200
-    assert len([ending for ending in load.ended("head") if ending.status == 408]) >= 600
-    assert "Too many open files" not in process.log_tail(100_000)
+    # A 408 on time means the worker accepted the connection at once and read it: all 600 held a descriptor
+    # together (one left waiting in the listen backlog for a free descriptor is answered later than that).
+    on_time = [e for e in load.ended("head") if e.status == 408 and e.seconds_open <= HEAD_SECONDS + SWEEP_SLACK]
+    assert len(on_time) >= 600
+    assert "file descriptors" not in process.log_tail(100_000)
