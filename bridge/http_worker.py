@@ -313,7 +313,8 @@ class BufferingWorker(ThreadWorker):
             self._answer_and_close(conn, exc)
             return
         conn.req = req
-        # Whether to send "100 Continue" is decided here, never again by the pool thread (gunicorn's wsgi.create).
+        # Whether to send "100 Continue" is decided here, never again by the pool thread (gunicorn's wsgi.create
+        # reads this private flag; setup.cfg pins gunicorn 27.x, whose gthread internals this module relies on).
         expects_continue, req._expected_100_continue = req._expected_100_continue, False
         reader = req.body.reader
         if isinstance(reader, ChunkedReader):
