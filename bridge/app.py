@@ -11,7 +11,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bridge import logs, metrics
 from bridge.config import Config
-from bridge.deadline import BodyDeadline
 from bridge.errors import register_error_handlers
 from bridge.routes import events, health, hooks, meta
 from bridge.store import Store
@@ -52,7 +51,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.register_blueprint(meta.blueprint)
     app.register_blueprint(events.blueprint)
     app.register_blueprint(hooks.blueprint)
-    app.wsgi_app = CollapseSlashes(BodyDeadline(app.wsgi_app, MAX_BODY_BYTES))  # type: ignore[method-assign]
+    app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
     if config.proxy_hops:
         # Only as many X-Forwarded-* values as there are proxies we run behind are believed; Host is never.
         hops = config.proxy_hops

@@ -23,6 +23,8 @@ from gunicorn.app.base import BaseApplication
 
 from bridge.config import Config
 
+WORKER_CONNECTIONS = 2000  # per web process: 1,200 slow or idle clients can all land on one of the two
+
 
 def gunicorn_options(config: Config) -> dict[str, Any]:
     """gunicorn settings for ``config``: JSON logs (access log included) and metrics files of dead workers dropped."""
@@ -40,8 +42,10 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "pre_fork": pre_fork,
         "post_fork": post_fork,
         "workers": config.web_concurrency,
-        "worker_class": "gthread",
+        # gthread's pool, but the main thread buffers each request until complete (bridge/http_worker.py).
+        "worker_class": "bridge.http_worker.BufferingWorker",
         "threads": 4,
+        "worker_connections": WORKER_CONNECTIONS,
         "timeout": 30,
         "graceful_timeout": 25,
         "keepalive": 5,

@@ -188,6 +188,12 @@ def test_a_stopped_server_leaves_no_metrics_directory(tmp_path: Path, command: l
     server = Server([str(BIN / command[0]), *command[1:]], tmp_path, WEB_CONCURRENCY="1")
     assert requests.get(f"{server.url}/metrics", timeout=5).status_code == 200
     assert len(server.metrics_dirs()) == 1
+    # Both commands run the buffering worker: what gunicorn's parser refuses is answered in the JSON shape.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(b"NOT HTTP\r\n\r\n")
+        answer = client.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "invalid_request_line"
 
     assert server.stop() == 0
     assert server.metrics_dirs() == []
