@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from adapters import distelli
 from adapters.base import MappingContext, rfc3339
-from bridge import outbox
+from bridge import outbox, stale
 from bridge.config import Config
 from bridge.errors import Conflict, InvalidInput, NotFound
 from bridge.models import Event, insert_event
@@ -374,4 +374,7 @@ def event_view(event: Event, delivery: Mapping[str, Any] | None = None) -> dict[
     }
     if shown.get("remote_id"):
         view["delivery"]["remote_id"] = shown["remote_id"]
+    closed = stale.listing(event.state, distelli.is_terminal(event.status))
+    if closed:
+        view["closed_by_bridge"] = closed
     return view

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from bridge import migrate
+from bridge import backlog, migrate
 from bridge.metrics import delivery_paused
 from bridge.store import Store
 
@@ -37,9 +37,12 @@ def readyz() -> tuple[Response, int]:
             return _unavailable(f"migrations pending (head is {behind})", database="ok", migrations="pending")
         with store.transaction() as session:
             delivery = delivery_paused(session)
+            warnings = backlog.warnings(session, current_app.extensions["bridge.config"])
     except SQLAlchemyError as exc:
         return _unavailable(f"database unavailable: {type(getattr(exc, 'orig', None) or exc).__name__}")
-    return jsonify({"status": "ready", "database": "ok", "migrations": "current", "delivery": delivery}), 200
+    # Still 200 when degraded: the bridge accepts and stores events; the reason tells the operator what to fix.
+    status = {"status": "degraded", "reason": "; ".join(warnings)} if warnings else {"status": "ready"}
+    return jsonify({**status, "database": "ok", "migrations": "current", "delivery": delivery}), 200
 
 
 def _unavailable(reason: str, **detail: Any) -> tuple[Response, int]:
