@@ -117,8 +117,8 @@ def _replay_one(
         return
     report.queued_events += 1
     report.queued_bodies += len(fresh)
-    if not dry_run:
-        outbox.enqueue(session, event.id, fresh, now)
+    if not dry_run:  # queued for now by the clock, whatever moment the mapping was asked to assume
+        outbox.enqueue(session, event.id, fresh, dt.datetime.now(dt.UTC))
 
 
 def _map(session: Session, config: Config, event: Event, adapters: dict[str, Any], now: dt.datetime) -> list[Outbound]:
