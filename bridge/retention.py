@@ -17,6 +17,7 @@ import collections
 import dataclasses
 import datetime as dt
 import threading
+import time
 from collections.abc import Sequence
 
 import structlog
@@ -77,6 +78,7 @@ def prune(
 ) -> PruneReport:
     """Delete (or count, with ``dry_run``) every event the policy lets go, one batch per transaction."""
     now = now or dt.datetime.now(dt.UTC)
+    started = time.monotonic()
     report = PruneReport(dry_run=dry_run)
     after: tuple[dt.datetime, int] | None = None
     while not (stopping and stopping.is_set()):
@@ -94,7 +96,10 @@ def prune(
     if not dry_run and report.events and store.is_sqlite:
         report.pages_freed = give_back_space(store, stopping)
     if report.events:
-        log.info("retention.pruned", dry_run=dry_run, events=report.events, outbox=dict(report.outbox))
+        seconds = round(time.monotonic() - started, 4)
+        log.info(
+            "retention.pruned", dry_run=dry_run, events=report.events, outbox=dict(report.outbox), seconds=seconds
+        )
     return report
 
 

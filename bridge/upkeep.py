@@ -69,10 +69,10 @@ class Upkeep:
         return thread
 
     def _loop(self, stopping: threading.Event) -> None:
-        while not stopping.is_set():
+        # The first round comes one interval after start, so a starting worker claims its first batch unhindered.
+        while not stopping.wait(self.interval):
             try:
                 self.run_once(stopping)
             except SQLAlchemyError as exc:
                 # The database restarting is no reason to stop upkeep: the next round tries again.
                 log.error("upkeep.database_error", error_type=type(exc).__name__)
-            stopping.wait(self.interval)
