@@ -117,7 +117,9 @@ def main() -> None:
         busy = any(start - 0.005 <= sent_at <= end for start, end in windows)
         (during if busy else outside).append(item.latency * 1000)
     durations = sorted((end - start) * 1000 for start, end in windows)
-    print(f"prunes: {len(windows)}, each {percentile(durations, 0.5):.1f} ms median, {max(durations, default=0):.1f} max")
+    print(
+        f"prunes: {len(windows)}, each {percentile(durations, 0.5):.1f} ms median, {max(durations, default=0):.1f} max"
+    )
     latency_rows = [("requests sent", "count", "p50 ms", "p90 ms", "p99 ms", "max ms")]
     for name, values in (("while a prune ran", during), ("otherwise", outside)):
         cells = [f"{percentile(values, q):.1f}" for q in (0.5, 0.9, 0.99)] + [f"{max(values, default=0):.1f}"]
@@ -130,7 +132,9 @@ def main() -> None:
         values = [point[index] for point in settled]
         growth = values[-1] / values[0] - 1 if values and values[0] else float("nan")
         ok = bool(values) and max(values) <= values[0] * (1 + FLAT_GROWTH)
-        print(f"{name} after warm-up: first {values[0]}, last {values[-1]}, max {max(values)} ({growth:+.1%}): ", end="")
+        print(
+            f"{name} after warm-up: first {values[0]}, last {values[-1]}, max {max(values)} ({growth:+.1%}): ", end=""
+        )
         print(verdict(ok))
 
 

@@ -97,9 +97,7 @@ def prune(
         report.pages_freed = give_back_space(store, stopping)
     if report.events:
         seconds = round(time.monotonic() - started, 4)
-        log.info(
-            "retention.pruned", dry_run=dry_run, events=report.events, outbox=dict(report.outbox), seconds=seconds
-        )
+        log.info("retention.pruned", dry_run=dry_run, events=report.events, outbox=dict(report.outbox), seconds=seconds)
     return report
 
 
