@@ -31,9 +31,12 @@ from bridge.store import Store
 
 log = structlog.get_logger(__name__)
 
-BATCH_SIZE = 500
+BATCH_SIZE = 200
 # SQLite pages handed back to the file system per transaction (4 KiB each: 1 MiB).
 VACUUM_PAGES = 256
+# Free pages kept for the rows that come next, as a share of the file: in a steady state each prune frees about
+# what the next minutes fill, and handing that back only for the file to grow again would be wasted writes.
+VACUUM_RESERVE = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +90,7 @@ def prune(
             if not batch:
                 break
             ids = [event_id for _, event_id in batch]
-            report.outbox.update(_outbox_states(session, ids))
-            if not dry_run:
-                _delete(session, ids)
+            report.outbox.update(_outbox_states(session, ids) if dry_run else _delete(session, ids))
         report.events += len(ids)
         report.batches += 1
         after = batch[-1]
@@ -145,24 +146,26 @@ def _outbox_states(session: Session, event_ids: Sequence[int]) -> dict[str, int]
     return {state: count for state, count in rows}
 
 
-def _delete(session: Session, event_ids: Sequence[int]) -> None:
-    """Delete the events and everything that refers to them, children first (the foreign keys are enforced)."""
+def _delete(session: Session, event_ids: Sequence[int]) -> collections.Counter[str]:
+    """Delete the events and everything that refers to them, children first (the foreign keys are enforced).
+
+    Returns the deleted outbox rows by state.
+    """
     outbox_rows = select(OutboxItem.id).where(OutboxItem.event_id.in_(event_ids))
-    for statement in (
-        # Tables that refer to outbox rows go here, first; e.g. the console's delivery attempts (revision 0003):
-        # delete(DeliveryAttempt).where(DeliveryAttempt.outbox_id.in_(outbox_rows)),
-        delete(OutboxItem).where(OutboxItem.id.in_(outbox_rows)),
-        delete(Event).where(Event.id.in_(event_ids)),
-    ):
-        session.execute(statement, execution_options={"synchronize_session": False})
+    # Tables that refer to outbox rows are emptied here, first; e.g. the console's delivery attempts (0003):
+    # session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.outbox_id.in_(outbox_rows)))
+    states = session.scalars(delete(OutboxItem).where(OutboxItem.id.in_(outbox_rows)).returning(OutboxItem.state))
+    deleted = collections.Counter(states)
+    session.execute(delete(Event).where(Event.id.in_(event_ids)), execution_options={"synchronize_session": False})
+    return deleted
 
 
 def give_back_space(store: Store, stopping: threading.Event | None = None) -> int:
     """On a SQLite file in ``auto_vacuum=INCREMENTAL`` mode, return free pages to the file system a few at a time.
 
-    Each step holds the writer lock for about one MiB of pages. A file made before that mode was set keeps its
-    free pages and reuses them for new rows, so it stops growing but does not shrink; :func:`enable_incremental`
-    switches it once. Returns the pages given back.
+    Each step holds the writer lock for about one MiB of pages; a tenth of the file stays free for new rows. A file
+    made before that mode was set keeps its free pages and reuses them for new rows, so it stops growing but does
+    not shrink; :func:`enable_incremental` switches it once. Returns the pages given back.
     """
     freed = 0
     while not (stopping and stopping.is_set()):
@@ -171,9 +174,11 @@ def give_back_space(store: Store, stopping: threading.Event | None = None) -> in
             if connection.exec_driver_sql("PRAGMA auto_vacuum").scalar() != 2:
                 return freed
             free = int(connection.exec_driver_sql("PRAGMA freelist_count").scalar() or 0)
-            if free == 0:
+            pages = int(connection.exec_driver_sql("PRAGMA page_count").scalar() or 0)
+            excess = free - int(pages * VACUUM_RESERVE)
+            if excess <= 0:
                 return freed
-            step = min(free, VACUUM_PAGES)
+            step = min(excess, VACUUM_PAGES)
             # pysqlite steps a statement once, and each step of this pragma frees one page; executescript runs it
             # to the end. It commits the (empty) transaction first; the writer lock stays ours throughout.
             connection.connection.dbapi_connection.executescript(  # type: ignore[union-attr]

@@ -108,7 +108,8 @@ def _close_event(
     if event.run_key:
         lock_run(session, event.source, event.run_key)
     elif session.get_bind().dialect.name == "postgresql":
-        session.execute(select(Event.id).where(Event.id == event_id).with_for_update())
+        # UpdateBuildEvent holds the row while it writes; read its state again once it is ours.
+        session.refresh(event, with_for_update=True)
     newest: dict[str, OutboxItem] = {}
     for row in rows:
         newest[row.unique_id] = row

@@ -229,15 +229,17 @@ def test_the_worker_prunes_by_itself(
 def test_a_new_sqlite_file_gives_space_back_after_a_prune(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'fresh.db'}")
     migrate.upgrade(store)
-    _fill_and_prune(store)
+    freed = _fill_and_prune(store)
     with store.transaction() as session:
         connection = session.connection()
         mode = connection.exec_driver_sql("PRAGMA auto_vacuum").scalar()
         free = connection.exec_driver_sql("PRAGMA freelist_count").scalar()
+        pages = connection.exec_driver_sql("PRAGMA page_count").scalar()
     store.dispose()
 
     assert mode == 2  # INCREMENTAL
-    assert free == 0
+    assert freed > 0
+    assert free <= pages // 10  # a tenth of the file is kept free for the rows that come next
 
 
 def test_an_existing_sqlite_file_is_switched_once_by_the_prune_command(tmp_path: Path) -> None:
@@ -264,7 +266,7 @@ def test_an_existing_sqlite_file_is_switched_once_by_the_prune_command(tmp_path:
     store.dispose()
     assert freed == 0 and free_before > 0
     assert "auto_vacuum=INCREMENTAL" in output
-    assert (mode, free_after) == (2, 0)
+    assert (mode, free_after) == (2, 0)  # the VACUUM rewrote the file without its free pages
 
 
 def _fill_and_prune(store: Store) -> int:
