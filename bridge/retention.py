@@ -2,8 +2,9 @@
 
 An event may go when its last change is older than ``BRIDGE_RETENTION_DAYS`` and none of its outbox rows is
 pending (waiting, retrying or leased); one with a dead letter stays ``BRIDGE_DEAD_LETTER_RETENTION_DAYS``. Events
-that sent nothing (pushes, queued builds) follow the same age rule. Each batch is one short transaction (on SQLite
-it holds the writer lock for a few milliseconds), so requests being accepted wait at most one batch.
+that sent nothing (pushes, queued builds) follow the same age rule. Each batch of 50 is one short transaction (on
+SQLite it holds the writer lock for a few milliseconds) followed by a pause twice as long, so requests being
+accepted wait at most one small batch and the pruner never holds the lock more than a third of the time.
 
 Two events are always kept, because SQLite gives a table without AUTOINCREMENT the largest id still present plus
 one: the newest event and the event of the newest outbox row. Without them, an installation idle for longer than
@@ -31,7 +32,11 @@ from bridge.store import Store
 
 log = structlog.get_logger(__name__)
 
-BATCH_SIZE = 200
+BATCH_SIZE = 50
+# After each batch the pruner waits this many times as long as the batch took (at least PAUSE_MIN seconds), so on
+# SQLite it holds the one writer lock for at most a third of the time and accepting never queues behind a run.
+PAUSE_FACTOR = 2.0
+PAUSE_MIN = 0.02
 # SQLite pages handed back to the file system per transaction (4 KiB each: 1 MiB).
 VACUUM_PAGES = 256
 # Free pages kept for the rows that come next, as a share of the file: in a steady state each prune frees about
@@ -84,7 +89,9 @@ def prune(
     started = time.monotonic()
     report = PruneReport(dry_run=dry_run)
     after: tuple[dt.datetime, int] | None = None
-    while not (stopping and stopping.is_set()):
+    pause = threading.Event() if stopping is None else stopping
+    while not pause.is_set():
+        batch_started = time.monotonic()
         with store.transaction() as session:
             batch = _deletable(session, now - policy.keep, now - policy.keep_dead, after, policy.batch_size)
             if not batch:
@@ -94,6 +101,7 @@ def prune(
         report.events += len(ids)
         report.batches += 1
         after = batch[-1]
+        pause.wait(max(PAUSE_MIN, PAUSE_FACTOR * (time.monotonic() - batch_started)))
     if not dry_run and report.events and store.is_sqlite:
         report.pages_freed = give_back_space(store, stopping)
     if report.events:
