@@ -181,3 +181,68 @@ def dead_letters_redrive(config: Config, ids: tuple[int, ...]) -> None:
     finally:
         store.dispose()
     click.echo(f"{count} dead letter(s) queued again")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@click.option(
+    "--enable-incremental-vacuum",
+    is_flag=True,
+    help="SQLite: switch an existing file to auto_vacuum=INCREMENTAL first (one full VACUUM; run at a quiet time).",
+)
+@click.pass_obj
+def prune(config: Config, dry_run: bool, enable_incremental_vacuum: bool) -> None:
+    """Delete settled events past BRIDGE_RETENTION_DAYS now (the worker also does it periodically)."""
+    from bridge import retention
+    from bridge.logs import configure_logging
+    from bridge.store import Store
+
+    configure_logging(config)
+    store = Store(config.database_url)
+    try:
+        if enable_incremental_vacuum and not dry_run and retention.enable_incremental(store):
+            click.echo("the SQLite file now gives space back after each prune (auto_vacuum=INCREMENTAL)")
+        report = retention.prune(store, retention.RetentionPolicy.from_config(config), dry_run=dry_run)
+        with store.transaction() as session:
+            remaining = retention.row_counts(session)
+    finally:
+        store.dispose()
+    click.echo(report.summary())
+    click.echo(f"kept {remaining['events']} event(s) and {remaining['outbox']} outbox row(s)")
+
+
+def _moment(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("must be an ISO 8601 time such as 2026-12-01T08:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+@main.command()
+@click.option("--app", "app_name", required=True, help="The app (Distelli app, or a webhook source's app name).")
+@click.option("--user", "username", help="Only this user's events (a Distelli user, or a webhook source's name).")
+@click.option("--since", callback=_moment, help="Only events last changed at or after this time (ISO 8601).")
+@click.option("--until", callback=_moment, help="Only events last changed before this time (ISO 8601).")
+@click.option("--dry-run", is_flag=True, help="Print what would be queued; queue nothing.")
+@click.pass_obj
+def replay(config: Config, app_name: str, username: str | None, since: Any, until: Any, dry_run: bool) -> None:
+    """Map stored events again with today's mapping and queue what is inside the intake's 18-hour window."""
+    from bridge.logs import configure_logging
+    from bridge.replay import ReplayFilter
+    from bridge.replay import replay as run_replay
+    from bridge.store import Store
+
+    configure_logging(config)
+    store = Store(config.database_url)
+    try:
+        report = run_replay(store, config, ReplayFilter(app_name, username, since, until), dry_run=dry_run)
+    finally:
+        store.dispose()
+    for late in report.outside_window:
+        click.echo(f"not sent: event {late['event_id']} ({late['unique_id']}): {late['reason']}")
+    click.echo(report.summary())

@@ -55,6 +55,13 @@ VARIABLES = {
     "BRIDGE_WORKER_METRICS_PORT": "port where a separately run worker serves its own /metrics (default: none)",
     "BRIDGE_SENDER_LEASE_SECONDS": "how long a worker's claim on outbox rows holds before another may take them (60)",
     "BRIDGE_SENDER_BATCH_SIZE": "outbox rows one delivery pass claims, at most 1000 per request (default 1000)",
+    # Upkeep (docs/operations.md): each accepts fractions, so 0.002 hours is about 7 seconds.
+    "BRIDGE_RETENTION_DAYS": "days a settled event is kept before the worker prunes it (default 30)",
+    "BRIDGE_DEAD_LETTER_RETENTION_DAYS": "days an event with a dead letter is kept (default 90)",
+    "BRIDGE_STALE_RUN_HOURS": "hours after which a run with no final status is closed as error (default 12)",
+    "BRIDGE_BACKLOG_WARN_HOURS": "hours an event may wait for delivery before /readyz says degraded (default 6)",
+    "BRIDGE_PAUSE_WARN_MINUTES": "minutes delivery may be paused before /readyz says degraded (default 15)",
+    "BRIDGE_UPKEEP_MINUTES": "how often the worker prunes, closes stale runs and logs backlog warnings (default 1)",
 }
 
 
@@ -90,6 +97,12 @@ class Config:
     worker_metrics_port: int | None = None
     sender_lease_seconds: int = 60
     sender_batch_size: int = 1000
+    retention_days: float = 30.0
+    dead_letter_retention_days: float = 90.0
+    stale_run_hours: float = 12.0
+    backlog_warn_hours: float = 6.0
+    pause_warn_minutes: float = 15.0
+    upkeep_minutes: float = 1.0
 
     @property
     def intake_base_url(self) -> str:
@@ -141,6 +154,26 @@ def load_config(environ: Mapping[str, str]) -> Config:
     integer("BRIDGE_WORKER_METRICS_PORT", "worker_metrics_port", 1, 65535)
     integer("BRIDGE_SENDER_LEASE_SECONDS", "sender_lease_seconds", 1, 3600)
     integer("BRIDGE_SENDER_BATCH_SIZE", "sender_batch_size", 1, 1000)
+
+    def duration(name: str, field: str, high: float) -> None:
+        raw = text(name)
+        if raw is None:
+            return
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0 < value <= high:  # also refuses nan and inf
+            problems[name] = f"must be a number above 0 and at most {high:g} (fractions allowed)"
+        else:
+            values[field] = value
+
+    duration("BRIDGE_RETENTION_DAYS", "retention_days", 36500)
+    duration("BRIDGE_DEAD_LETTER_RETENTION_DAYS", "dead_letter_retention_days", 36500)
+    duration("BRIDGE_STALE_RUN_HOURS", "stale_run_hours", 8760)
+    duration("BRIDGE_BACKLOG_WARN_HOURS", "backlog_warn_hours", 8760)
+    duration("BRIDGE_PAUSE_WARN_MINUTES", "pause_warn_minutes", 525600)
+    duration("BRIDGE_UPKEEP_MINUTES", "upkeep_minutes", 1440)
 
     database_url = text("DATABASE_URL")
     if database_url is not None:

@@ -135,7 +135,7 @@ def _translator(session: Session, prior_status: str | None, prior_state: Mapping
     """How :func:`bridge.ingest.ingest` maps this request's event: as a record with what it was before."""
 
     def translate(event: Event, context: MappingContext) -> list[Outbound]:
-        related = _related(session, event)
+        related = related_events(session, event)
         identity = (event.id, event.username, event.app_name, event.event_type)
         record = distelli.DistelliRecord(*identity, event.fields, event.state, prior_status, prior_state, related)
         return distelli.translate(record, context)
@@ -143,7 +143,7 @@ def _translator(session: Session, prior_status: str | None, prior_state: Mapping
     return translate
 
 
-def _related(session: Session, event: Event) -> list[dict[str, Any]]:
+def related_events(session: Session, event: Event) -> list[dict[str, Any]]:
     """Where the git facts an event lacks live, nearest first: its parent push or pull request; for a deploy, the
     build of its release and that build's parent; then the newest push of the same commit in the app."""
     related = [parent for parent in (_parent(session, event, event.fields),) if parent is not None]
@@ -161,7 +161,7 @@ def _related(session: Session, event: Event) -> list[dict[str, Any]]:
 
 
 class _RelatedRow(NamedTuple):
-    """The columns of another event that ``_related`` reads: a plain row, cheaper than loading an ``Event``."""
+    """The columns of another event that :func:`related_events` reads: a plain row, cheaper than an ``Event``."""
 
     id: int
     event_type: str

@@ -7,6 +7,7 @@ from typing import Any
 
 from adapters import distelli
 from adapters.base import rfc3339
+from bridge import stale
 from bridge.delivery_view import NOTHING_SENT
 from bridge.models import Event
 
@@ -22,4 +23,7 @@ def event_view(event: Event, delivery: Mapping[str, Any] | None = None) -> dict[
     for name in distelli.FIELDS_BY_TYPE.get(event.event_type, ()):
         view[name] = event.fields.get(name)
     view["delivery"] = dict(delivery or NOTHING_SENT)
+    closed = stale.listing(event.state, distelli.is_terminal(event.status))
+    if closed:
+        view["closed_by_bridge"] = closed
     return view

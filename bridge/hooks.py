@@ -13,13 +13,14 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from adapters.base import MappingContext, Outbound, SourceRecord, WebhookAdapter
 from bridge.config import Config
 from bridge.ingest import InvalidRecord, ingest
 from bridge.models import Event, event_column_length
+from bridge.runlock import lock_run
 
 # The longest value each indexed column holds; a record over them is refused rather than failing on PostgreSQL.
 COLUMN_LIMITS = {
@@ -52,17 +53,6 @@ def find_delivery(session: Session, source: str, delivery_id: str | None) -> Eve
     if not delivery_id:
         return None
     return session.scalars(select(Event).where(Event.source == source, Event.delivery_id == delivery_id)).first()
-
-
-def lock_run(session: Session, source: str, run_key: str) -> None:
-    """Serialise the webhooks of one run until the transaction ends.
-
-    Without it, two deliveries of one run arriving together on PostgreSQL would both read the same history (and
-    both send a final event), and two copies of one delivery would race to the unique index. SQLite needs nothing:
-    every transaction there already starts with BEGIN IMMEDIATE.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"{source}/{run_key}"})
 
 
 def history(session: Session, source: str, run_key: str) -> list[SourceRecord]:

@@ -22,9 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bridge import outbox
 from bridge.models import OutboxItem, SenderState
-from bridge.outbox import PENDING, STATES
 from bridge.store import Store
 
 if TYPE_CHECKING:
@@ -42,6 +40,11 @@ REQUEST_LATENCY = Histogram(
 ACCEPTED = Counter("bridge_events_accepted_total", "Events accepted and stored", ["source", "event_type"])
 DELIVERIES = Counter("bridge_deliveries_total", "Outbox rows finished, by result", ["kind", "result"])
 RETRIES = Counter("bridge_delivery_retries_total", "Outbox rows scheduled for another attempt", ["kind", "status"])
+EXPIRED = Counter(
+    "bridge_outbox_expired_total",
+    "Intake bodies stored expired instead of sent: waited (the window passed while queued) or arrived_too_old",
+    ["cause"],
+)
 INTAKE_LATENCY = Histogram(
     "bridge_intake_request_seconds", "Time the intake took to answer one batch", ["kind"], buckets=LATENCY_BUCKETS
 )
@@ -54,6 +57,12 @@ def count_accepted(source: str, event_type: str) -> None:
 def count_finished(kind: str, result: str, count: int = 1) -> None:
     """``result`` is one of delivered, superseded, dead, expired."""
     DELIVERIES.labels(kind=kind, result=result).inc(count)
+
+
+def count_expired(cause: str, count: int = 1) -> None:
+    """``cause`` is ``waited`` (delivery took longer than the intake's window) or ``arrived_too_old``."""
+    if count:
+        EXPIRED.labels(cause=cause).inc(count)
 
 
 def count_retry(kind: str, status: int, count: int = 1) -> None:
@@ -69,6 +78,8 @@ def delivery_paused(session: Session) -> dict[str, Any]:
 
     The sender keeps the ``outbox.PAUSED`` row while the intake refuses the API key and deletes it on resume.
     """
+    from bridge import outbox  # here: bridge.outbox counts expirations through this module
+
     pause = session.get(SenderState, outbox.PAUSED)
     if pause is None:
         return {"paused": False}
@@ -82,6 +93,9 @@ class OutboxCollector:
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
+        from bridge import outbox  # here: bridge.outbox counts expirations through this module
+        from bridge.outbox import PENDING, STATES
+
         try:
             with self.store.transaction() as session:
                 counts = outbox.counts_by_state(session)

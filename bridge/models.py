@@ -72,6 +72,7 @@ class Event(Base):
         Index("ix_events_app_commit", "username", "app_name", "commit_id", "event_type"),
         Index("ix_events_run", "source", "run_key"),
         Index("uq_events_delivery", "source", "delivery_id", unique=True),
+        Index("ix_events_updated", "updated_at", "id"),  # migration 0004: retention
     )
 
 
@@ -150,6 +151,7 @@ class OutboxItem(Base):
         # Pending rows only (migration 0002): the sender's claim stays fast however long the history grows.
         Index("ix_outbox_pending", "id", postgresql_where=_PENDING, sqlite_where=_PENDING),
         Index("ix_outbox_pending_run", "unique_id", "id", postgresql_where=_PENDING, sqlite_where=_PENDING),
+        Index("ix_outbox_final_created", "final", "created_at"),  # migration 0004: stale runs
     )
 
 

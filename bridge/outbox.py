@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from adapters.target import CI_PIPELINE, INTAKE_WINDOW, Outbound
+from bridge import metrics
 from bridge.models import OutboxItem, SenderState
 
 PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD = "pending", "delivered", "superseded", "expired", "dead"
@@ -69,6 +70,7 @@ def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now:
     ]
     if rows:
         session.connection().execute(_INSERT, rows)
+        metrics.count_expired("arrived_too_old", sum(row["state"] == EXPIRED for row in rows))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +170,7 @@ def claim(
         else:
             result.to_send.append(row)
     _set(session, [row.id for row in result.expired], None, state=EXPIRED, reason=WINDOW_PASSED)
+    metrics.count_expired("waited", len(result.expired))
     _set(session, [row.id for row in result.superseded], None, state=SUPERSEDED, delivered_at=now, reason=None)
     _set(session, [row.id for row in result.to_send], None, lease_owner=worker_id, lease_until=lease_until)
     return result
@@ -270,6 +273,7 @@ def reschedule(
             lease_until=None,
         )
     )
+    metrics.count_expired("waited", _rowcount(expired))
     return _rowcount(rescheduled), _rowcount(expired)
 
 

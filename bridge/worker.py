@@ -22,6 +22,7 @@ from bridge.intake import FileSink, HttpIntake, Intake
 from bridge.migrate import database_problem
 from bridge.sender import Sender, SenderSettings
 from bridge.store import StorageUnavailable, Store
+from bridge.upkeep import Upkeep
 
 log = structlog.get_logger(__name__)
 
@@ -106,6 +107,7 @@ def run_worker(config: Config, settings: SenderSettings | None = None, stop_grac
     worker = Worker(Sender(store, make_intake(config), settings or sender_settings(config)), stop_grace=stop_grace)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
+    Upkeep(store, config).start(worker.stopping)  # retention, stale runs, backlog warnings (docs/operations.md)
     try:
         worker.run()
     finally:

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from bridge import migrate
+from bridge import backlog, migrate
 from bridge.metrics import delivery_paused
 from bridge.store import StorageUnavailable, Store, write_refusal
 
@@ -41,6 +41,7 @@ def readyz() -> tuple[Response, int]:
             return _unavailable(f"the database takes no writes: {refused}", database="refuses writes")
         with store.transaction() as session:
             delivery = delivery_paused(session)
+            warnings = backlog.warnings(session, current_app.extensions["bridge.config"])
     except StorageUnavailable as exc:
         return _unavailable(f"the database takes no writes: {exc.reason}", database="refuses writes")
     except DBAPIError as exc:
@@ -50,7 +51,9 @@ def readyz() -> tuple[Response, int]:
         return _unavailable(f"database unavailable: {type(exc.orig or exc).__name__}")
     except SQLAlchemyError as exc:
         return _unavailable(f"database unavailable: {type(exc).__name__}")
-    return jsonify({"status": "ready", "database": "ok", "migrations": "current", "delivery": delivery}), 200
+    # Still 200 when degraded: the bridge accepts and stores events; the reason tells the operator what to fix.
+    status = {"status": "degraded", "reason": "; ".join(warnings)} if warnings else {"status": "ready"}
+    return jsonify({**status, "database": "ok", "migrations": "current", "delivery": delivery}), 200
 
 
 def _unavailable(reason: str, **detail: Any) -> tuple[Response, int]:
