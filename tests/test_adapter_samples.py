@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,14 @@ def index(source: str) -> dict[str, Any]:
     return dict(json.loads((SAMPLES / source / "index.json").read_text()))
 
 
+@functools.cache
+def _builtin() -> dict[str, WebhookAdapter]:
+    return load_adapters()
+
+
 def adapter(source: str) -> WebhookAdapter:
-    return load_adapters()[source]
+    """The registered adapter (looked up once: a registry scan reads every installed package's entry points)."""
+    return _builtin()[source]
 
 
 def body(source: str, name: str) -> bytes:
