@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,6 +56,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+_SLASHES = re.compile("/{2,}")  # the bridge serves //metrics as /metrics
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
@@ -97,10 +99,16 @@ def fuzz_client(fuzz_app: Flask) -> Iterator[FlaskClient]:
     assert good.status_code == 200, good.get_data(as_text=True)
 
 
-def assert_answered_cleanly(response: Any, method: str) -> None:
+# Routes whose successful answer is documented as something else than JSON (Prometheus' text format).
+NOT_JSON_ROUTES = ("/metrics",)
+
+
+def assert_answered_cleanly(response: Any, method: str, path: str = "") -> None:
     assert response.status_code < 500, response.get_data(as_text=True)
     if method == "HEAD" or response.status_code == 204 or (method == "OPTIONS" and not response.data):
         return  # answers without a body: HEAD, 204, and the Allow-only answer to OPTIONS
+    if response.status_code < 400 and path.rstrip("/") in NOT_JSON_ROUTES:
+        return
     assert response.is_json and response.get_json(silent=True) is not None, response.get_data(as_text=True)[:500]
     if response.status_code >= 400:
         error = response.get_json()["error"]
@@ -124,7 +132,7 @@ def test_random_requests_never_get_a_500(
     response = fuzz_client.open(
         "/", method=method, query_string=urlencode(query), data=body, headers=headers, environ_overrides=raw_path
     )
-    assert_answered_cleanly(response, method)
+    assert_answered_cleanly(response, method, _SLASHES.sub("/", path))
 
 
 @FUZZ
