@@ -102,7 +102,7 @@ def receive(
         branch=record.branch,
         commit_id=record.commit_id,
         run_key=record.run_key,
-        delivery_id=record.delivery_id,
+        delivery_id=record.delivery_id or None,  # an empty id is no id: the unique index must not see ""
         fields=record.fields,
         state={},
         raw_body=raw_body,
