@@ -30,7 +30,8 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 DATABASE_DRIVERS = ("", "pysqlite", "psycopg")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _API_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-SECRET_FIELDS = frozenset({"tokens", "dd_api_key", "hook_secrets"})
+SECRET_FIELDS = frozenset({"tokens", "dd_api_key", "hook_secrets", "admin_token"})
+ADMIN_TOKEN_MIN_LENGTH = 16
 
 # Every variable the bridge reads, with what it means: the source of the docs' table and of app.json's checks.
 VARIABLES = {
@@ -55,6 +56,7 @@ VARIABLES = {
     "BRIDGE_WORKER_METRICS_PORT": "port where a separately run worker serves its own /metrics (default: none)",
     "BRIDGE_SENDER_LEASE_SECONDS": "how long a worker's claim on outbox rows holds before another may take them (60)",
     "BRIDGE_SENDER_BATCH_SIZE": "outbox rows one delivery pass claims, at most 1000 per request (default 1000)",
+    "BRIDGE_ADMIN_TOKEN": "enables the operator console at /console: the token to log in with (16+ characters)",
 }
 
 
@@ -90,6 +92,7 @@ class Config:
     worker_metrics_port: int | None = None
     sender_lease_seconds: int = 60
     sender_batch_size: int = 1000
+    admin_token: str | None = None
 
     @property
     def intake_base_url(self) -> str:
@@ -229,6 +232,13 @@ def load_config(environ: Mapping[str, str]) -> Config:
         value = text(name)
         if value is not None:
             values[field] = value
+
+    admin_token = text("BRIDGE_ADMIN_TOKEN")
+    if admin_token is not None:
+        if len(admin_token) < ADMIN_TOKEN_MIN_LENGTH:
+            problems["BRIDGE_ADMIN_TOKEN"] = f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters"
+        else:
+            values["admin_token"] = admin_token
 
     if problems:
         raise ConfigError(problems)

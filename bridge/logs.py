@@ -112,7 +112,11 @@ class _StderrHandler(logging.StreamHandler[Any]):
 def configure_logging(config: Config) -> None:
     """One JSON object per line on stderr, with the context bound to the request or worker."""
     _known_secrets[:] = sorted(
-        {*config.tokens.values(), *config.hook_secrets.values(), *([config.dd_api_key] if config.dd_api_key else [])},
+        {
+            *config.tokens.values(),
+            *config.hook_secrets.values(),
+            *(secret for secret in (config.dd_api_key, config.admin_token) if secret),
+        },
         key=len,
         reverse=True,
     )

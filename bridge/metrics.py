@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bridge import outbox
+from bridge import delivery_gate, outbox
 from bridge.models import OutboxItem, SenderState
 from bridge.outbox import PENDING, STATES
 from bridge.store import Store
@@ -67,9 +67,9 @@ def observe_intake(kind: str, seconds: float) -> None:
 def delivery_paused(session: Session) -> dict[str, Any]:
     """The sender's paused flag as health checks show it: ``{"paused": bool, "status"?, "reason"?, "since"?}``.
 
-    The sender keeps the ``outbox.PAUSED`` row while the intake refuses the API key and deletes it on resume.
+    The sender keeps the ``delivery_gate.PAUSED`` row while the intake refuses the API key and deletes it on resume.
     """
-    pause = session.get(SenderState, outbox.PAUSED)
+    pause = session.get(SenderState, delivery_gate.PAUSED)
     if pause is None:
         return {"paused": False}
     return {"paused": True, **{key: pause.value.get(key) for key in ("status", "reason", "since")}}

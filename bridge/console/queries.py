@@ -1,0 +1,321 @@
+"""What the console's pages read, each an index search or a bounded range, however large the store grows.
+
+Lists page by keyset (``before`` an id, or after an (user, app) pair), never by OFFSET, so page 1000 costs what
+page 1 costs. Counts read time ranges through ``ix_events_time`` and ``ix_outbox_delivered`` or the small sets
+of pending and dead rows, never the whole history (``bench/bench_console.py`` checks the plans and the times).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, select, tuple_
+from sqlalchemy.orm import Session
+
+from adapters.base import INTAKE_WINDOW
+from bridge import attempts, delivery_gate, outbox
+from bridge.models import Event, OutboxItem
+
+PAGE = 50
+APPS_PAGE = 25
+CHART_MINUTES = 24 * 60
+AT_RISK_AGE = dt.timedelta(hours=12)
+SEARCH_LIMIT = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class Overview:
+    accepted_hour: int
+    accepted_day: int
+    delivered_hour: int
+    delivered_day: int
+    counts: dict[str, int]
+    retrying: int
+    oldest_pending_age: dt.timedelta | None
+    pause: delivery_gate.Pause | None
+    holds: list[delivery_gate.Hold]
+    accepted_per_minute: dict[str, int]
+    delivered_per_minute: dict[str, int]
+
+    @property
+    def window(self) -> dt.timedelta:
+        return INTAKE_WINDOW
+
+    @property
+    def at_risk(self) -> bool:
+        return self.oldest_pending_age is not None and self.oldest_pending_age >= AT_RISK_AGE
+
+
+def overview(session: Session, now: dt.datetime) -> Overview:
+    hour, day = now - dt.timedelta(hours=1), now - dt.timedelta(days=1)
+    counts = {state: _count(session, OutboxItem.state == state) for state in (outbox.DEAD, outbox.EXPIRED)}
+    counts[outbox.PENDING] = _count(session, OutboxItem.state == outbox.PENDING)
+    oldest = session.scalar(
+        select(OutboxItem.created_at).where(OutboxItem.state == outbox.PENDING).order_by(OutboxItem.id).limit(1)
+    )
+    pause, holds = delivery_gate.current(session)
+    return Overview(
+        accepted_hour=_count_events_since(session, hour),
+        accepted_day=_count_events_since(session, day),
+        delivered_hour=_count(session, OutboxItem.delivered_at >= hour),
+        delivered_day=_count(session, OutboxItem.delivered_at >= day),
+        counts=counts,
+        retrying=_count(session, and_(OutboxItem.state == outbox.PENDING, OutboxItem.attempts > 0)),
+        oldest_pending_age=None if oldest is None else now - oldest,
+        pause=pause,
+        holds=holds,
+        accepted_per_minute=_per_minute(session, Event.event_time, day),
+        delivered_per_minute=_per_minute(session, OutboxItem.delivered_at, day),
+    )
+
+
+def _count(session: Session, where: ColumnElement[bool]) -> int:
+    return int(session.scalar(select(func.count()).select_from(OutboxItem).where(where)) or 0)
+
+
+def _count_events_since(session: Session, since: dt.datetime) -> int:
+    return int(session.scalar(select(func.count()).select_from(Event).where(Event.event_time >= since)) or 0)
+
+
+def _per_minute(session: Session, column: Any, since: dt.datetime) -> dict[str, int]:
+    """Rows per minute ("YYYY-MM-DD HH:MM", UTC) in the range, grouped by the database over the time index."""
+    if session.get_bind().dialect.name == "postgresql":
+        bucket = func.to_char(func.date_trunc("minute", column), "YYYY-MM-DD HH24:MI")
+    else:
+        bucket = func.strftime("%Y-%m-%d %H:%M", column)
+    rows = session.execute(select(bucket, func.count()).where(column >= since).group_by(bucket)).all()
+    return {str(minute): int(count) for minute, count in rows}
+
+
+@dataclasses.dataclass(frozen=True)
+class AppRow:
+    username: str
+    app_name: str
+    source: str
+    last_event: Event
+    states_day: dict[str, int]
+
+
+def apps(
+    session: Session, now: dt.datetime, after: tuple[str, str] | None
+) -> tuple[list[AppRow], tuple[str, str] | None]:
+    """One page of apps and sources in (user, app) order, each found by one index seek, and the next page's key."""
+    keys: list[tuple[str, str]] = []
+    cursor = after
+    while len(keys) < APPS_PAGE + 1:
+        statement = select(Event.username, Event.app_name).order_by(Event.username, Event.app_name).limit(1)
+        if cursor is not None:
+            statement = statement.where(tuple_(Event.username, Event.app_name) > tuple_(*cursor))
+        found = session.execute(statement).first()
+        if found is None:
+            break
+        cursor = (found[0], found[1])
+        keys.append(cursor)
+    more = len(keys) > APPS_PAGE
+    keys = keys[:APPS_PAGE]
+    first_today = _first_event_id_since(session, now - dt.timedelta(days=1))
+    rows = [_app_row(session, username, app_name, first_today) for username, app_name in keys]
+    return rows, (keys[-1] if more else None)
+
+
+def _first_event_id_since(session: Session, since: dt.datetime) -> int | None:
+    return session.scalar(select(func.min(Event.id)).where(Event.event_time >= since))
+
+
+def _app_row(session: Session, username: str, app_name: str, first_today: int | None) -> AppRow:
+    of_app = and_(Event.username == username, Event.app_name == app_name)
+    last = session.scalars(select(Event).where(of_app).order_by(Event.id.desc()).limit(1)).one()
+    states: dict[str, int] = {}
+    if first_today is not None:
+        rows = session.execute(
+            select(OutboxItem.state, func.count())
+            .join(Event, Event.id == OutboxItem.event_id)
+            .where(of_app, Event.id >= first_today)
+            .group_by(OutboxItem.state)
+        ).all()
+        states = {state: int(count) for state, count in rows}
+    return AppRow(username, app_name, last.source, last, states)
+
+
+def app_events(
+    session: Session, username: str, app_name: str, before: int | None
+) -> tuple[list[Event], dict[int, dict[str, object]], int | None]:
+    """One page of an app's events, newest first, with each one's delivery state, and the next page's key."""
+    statement = select(Event).where(Event.username == username, Event.app_name == app_name)
+    if before is not None:
+        statement = statement.where(Event.id < before)
+    events = list(session.scalars(statement.order_by(Event.id.desc()).limit(PAGE + 1)))
+    more = len(events) > PAGE
+    events = events[:PAGE]
+    summary = outbox.delivery_summary(session, [event.id for event in events])
+    return events, summary, (events[-1].id if more else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Translated:
+    """One outbox row of an event, with its kept attempts (oldest first) or only its latest."""
+
+    row: OutboxItem
+    attempts: list[attempts.Attempt]
+
+
+def translated(session: Session, event_ids: Sequence[int], every_attempt: bool) -> list[Translated]:
+    rows = list(
+        session.scalars(select(OutboxItem).where(OutboxItem.event_id.in_(list(event_ids))).order_by(OutboxItem.id))
+    )
+    ids = [row.id for row in rows]
+    if every_attempt:
+        tried = attempts.of_rows(session, ids)
+        return [Translated(row, [a for a in tried if a.outbox_id == row.id]) for row in rows]
+    latest = attempts.latest(session, ids)
+    return [Translated(row, [latest[row.id]] if row.id in latest else []) for row in rows]
+
+
+def event(session: Session, event_id: int) -> Event | None:
+    return session.get(Event, event_id)
+
+
+def run_events(session: Session, event: Event) -> list[Event]:
+    """The events of one build or run: a Distelli build is one event, a webhook run all those of its run key."""
+    if not event.run_key:
+        return [event]
+    return list(
+        session.scalars(
+            select(Event).where(Event.source == event.source, Event.run_key == event.run_key).order_by(Event.id)
+        )
+    )
+
+
+def dead_letters(session: Session, before: int | None) -> tuple[list[tuple[OutboxItem, Event]], int | None]:
+    """One page of dead letters, newest first, with their events."""
+    statement = (
+        select(OutboxItem, Event).join(Event, Event.id == OutboxItem.event_id).where(OutboxItem.state == outbox.DEAD)
+    )
+    if before is not None:
+        statement = statement.where(OutboxItem.id < before)
+    rows = [(row, event) for row, event in session.execute(statement.order_by(OutboxItem.id.desc()).limit(PAGE + 1))]
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    return rows, (rows[-1][0].id if more else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    events: list[Event]
+    apps: list[tuple[str, str]]
+
+
+def search(session: Session, query: str) -> SearchResult:
+    """Events by id (the build id the Distelli API hands out), commit sha or its prefix, or unique_id; apps by
+    name or ``user/app``. Each branch is an index search, bounded to :data:`SEARCH_LIMIT` results."""
+    query = query.strip()
+    if not query:
+        return SearchResult([], [])
+    found: dict[int, Event] = {}
+    if query.isascii() and query.isdigit() and len(query) <= 18:
+        hit = session.get(Event, int(query))
+        if hit is not None:
+            found[hit.id] = hit
+    if 4 <= len(query) <= 200:
+        prefix = query.lower()
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        by_commit = select(Event).where(Event.commit_id >= prefix, Event.commit_id < upper)
+        for hit in session.scalars(by_commit.order_by(Event.commit_id, Event.id).limit(SEARCH_LIMIT)):
+            found.setdefault(hit.id, hit)
+        by_run = select(OutboxItem.event_id).where(OutboxItem.unique_id == query).limit(SEARCH_LIMIT)
+        for hit in session.scalars(select(Event).where(Event.id.in_(by_run))):
+            found.setdefault(hit.id, hit)
+    return SearchResult(sorted(found.values(), key=lambda e: -e.id)[:SEARCH_LIMIT], _apps_named(session, query))
+
+
+def _apps_named(session: Session, query: str) -> list[tuple[str, str]]:
+    """Apps called ``query`` (or the one ``user/app``), walking the few distinct users by index seeks."""
+    user, slash, app_name = query.partition("/")
+    users = [user] if slash else _users(session)
+    name = app_name if slash else query
+    found = []
+    for username in users:
+        exists = session.scalar(
+            select(Event.id).where(Event.username == username, Event.app_name == name).order_by(Event.id).limit(1)
+        )
+        if exists is not None:
+            found.append((username, name))
+    return found
+
+
+def _users(session: Session, limit: int = 500) -> list[str]:
+    users: list[str] = []
+    while len(users) < limit:
+        statement = select(Event.username).order_by(Event.username).limit(1)
+        if users:
+            statement = statement.where(Event.username > users[-1])
+        username = session.scalar(statement)
+        if username is None:
+            break
+        users.append(username)
+    return users
+
+
+@dataclasses.dataclass(frozen=True)
+class Lifecycle:
+    """A build or run as Datadog will see it: status, queued/started/ended, durations and git facts."""
+
+    status: str | None
+    queued_at: dt.datetime | None
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    git: dict[str, Any]
+
+    @property
+    def queue_duration(self) -> dt.timedelta | None:
+        return _between(self.queued_at, self.started_at)
+
+    @property
+    def run_duration(self) -> dt.timedelta | None:
+        return _between(self.started_at, self.ended_at)
+
+
+def lifecycle(run: Sequence[Event], rows: Sequence[Translated]) -> Lifecycle:
+    """From the newest pipeline-level body (the same shape for every source), else from the Distelli fields.
+
+    The queue start is the bridge's own record (a Distelli ``Waiting``/``Queued``), else the run's first event.
+    """
+    newest = run[-1]
+    pipelines = [t.row.body for t in rows if t.row.level == "pipeline" and t.row.kind == "ci_pipeline"]
+    queued = _parse(newest.state.get("queued_at")) if newest.state else None
+    if pipelines:
+        resource = pipelines[-1].get("data", {}).get("attributes", {}).get("resource", {})
+        started, ended = _parse(resource.get("start")), _parse(resource.get("end"))
+        if queued is None and resource.get("queue_time") and started is not None:
+            queued = started - dt.timedelta(milliseconds=int(resource["queue_time"]))
+        git = {key: value for key, value in (resource.get("git") or {}).items() if key != "author_email"}
+        return Lifecycle(resource.get("status"), queued, started, ended, git)
+    fields = newest.fields or {}
+    git = {
+        key: fields[key] for key in ("commit_id", "branch", "repo_url", "commit_msg", "author_name") if fields.get(key)
+    }
+    started = _parse((newest.state or {}).get("started_at") or fields.get("build_start"))
+    return Lifecycle(
+        newest.status,
+        queued or (run[0].event_time if len(run) > 1 else None),
+        started,
+        _parse(fields.get("build_end")),
+        git,
+    )
+
+
+def _parse(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _between(start: dt.datetime | None, end: dt.datetime | None) -> dt.timedelta | None:
+    return end - start if start is not None and end is not None and end >= start else None
