@@ -74,6 +74,7 @@ class Event(Base):
 
 
 _PENDING = text("state = 'pending'")
+_DEAD = text("state = 'dead'")
 
 
 _EVENTS = Event.metadata.tables[Event.__tablename__]
@@ -128,8 +129,10 @@ class OutboxItem(Base):
         # Pending rows only (migration 0002): the sender's claim stays fast however long the history grows.
         Index("ix_outbox_pending", "id", postgresql_where=_PENDING, sqlite_where=_PENDING),
         Index("ix_outbox_pending_run", "unique_id", "id", postgresql_where=_PENDING, sqlite_where=_PENDING),
-        # Migration 0003: the console's delivered-per-minute chart and counts read a time range, not the table.
+        # Migration 0003: the console's delivered-per-minute chart and counts read a time range, not the table,
+        # and its dead-letter list pages through the dead rows alone.
         Index("ix_outbox_delivered", "delivered_at"),
+        Index("ix_outbox_dead", "id", postgresql_where=_DEAD, sqlite_where=_DEAD),
     )
 
 

@@ -230,3 +230,33 @@ def test_search_finds_a_build_by_commit_prefix_unique_id_id_and_app(client: Flas
     page = client.get("/console/search?q=search-app", headers=BEARER).get_data(as_text=True)
     assert 'href="/console/apps/jdoe/search-app"' in page
     assert "No event has that id" in client.get("/console/search?q=ffff0000", headers=BEARER).get_data(as_text=True)
+
+
+def test_apps_and_sources_page_through_every_app_with_its_last_event_and_states(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.console import queries
+
+    monkeypatch.setattr(queries, "APPS_PAGE", 2)
+    for app_name in ("app-c", "app-a", "app-b"):
+        created = client.put(
+            f"/{USER}/apps/{app_name}/events/buildEvent?apiToken={TOKEN}", json={"build_status": "Running"}
+        )
+        assert created.status_code == 200
+    first = client.get("/console/apps", headers=BEARER).get_data(as_text=True)
+    assert re.findall(r'href="/console/apps/jdoe/(app-[abc])"', first) == ["app-a", "app-b"]
+    assert "pending</span> 2" in first
+    following = re.search(r'href="(/console/apps\?after_user=jdoe&amp;after_app=app-b)"', first)
+    assert following is not None
+    second = client.get(following.group(1).replace("&amp;", "&"), headers=BEARER).get_data(as_text=True)
+    assert re.findall(r'href="/console/apps/jdoe/(app-[abc])"', second) == ["app-c"]
+    assert "Next page" not in second
+
+
+def test_the_overview_counts_what_was_accepted_and_what_is_pending(client: FlaskClient) -> None:
+    for _ in range(3):
+        client.put(f"/{USER}/apps/count-app/events/buildEvent?apiToken={TOKEN}", json={"build_status": "Running"})
+    page = client.get("/console/", headers=BEARER).get_data(as_text=True)
+    assert re.search(r'id="accepted-hour">3<', page)
+    assert re.search(r'id="pending">6<', page)  # a running pipeline and job per build
+    assert "accepted (3)" in page

@@ -12,6 +12,8 @@ from alembic import op
 
 from bridge.models import BigId, UTCDateTime
 
+DEAD = sa.text("state = 'dead'")
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -35,9 +37,12 @@ def upgrade() -> None:
     op.create_index("ix_events_time", "events", ["event_time"])
     op.create_index("ix_events_commit", "events", ["commit_id", "id"])
     op.create_index("ix_outbox_delivered", "outbox", ["delivered_at"])
+    # The dead-letter list pages newest first through the dead rows only, however long the delivered history.
+    op.create_index("ix_outbox_dead", "outbox", ["id"], postgresql_where=DEAD, sqlite_where=DEAD)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_dead", "outbox")
     op.drop_index("ix_outbox_delivered", "outbox")
     op.drop_index("ix_events_commit", "events")
     op.drop_index("ix_events_time", "events")
