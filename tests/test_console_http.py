@@ -260,3 +260,7 @@ def test_the_overview_counts_what_was_accepted_and_what_is_pending(client: Flask
     assert re.search(r'id="accepted-hour">3<', page)
     assert re.search(r'id="pending">6<', page)  # a running pipeline and job per build
     assert "accepted (3)" in page
+    # The next refresh reads only the last minutes (the rest is remembered) and still counts every event.
+    client.put(f"/{USER}/apps/count-app/events/buildEvent?apiToken={TOKEN}", json={"build_status": "Running"})
+    page = client.get("/console/", headers=BEARER).get_data(as_text=True)
+    assert re.search(r'id="accepted-hour">4<', page) and "accepted (4)" in page

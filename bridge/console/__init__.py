@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Flask
 
 from bridge.config import Config
+from bridge.models import Event, OutboxItem
 from bridge.store import Store
 
 
@@ -19,6 +20,7 @@ def init_app(app: Flask, config: Config, store: Store) -> None:
     if not config.admin_token:
         return
     from bridge.console import auth
+    from bridge.console.queries import MinuteCounts
     from bridge.console.reading import Reader
     from bridge.console.views import Redactor, blueprint
 
@@ -26,4 +28,5 @@ def init_app(app: Flask, config: Config, store: Store) -> None:
     app.extensions["bridge.console.reader"] = Reader(store)
     app.extensions["bridge.console.redactor"] = Redactor(config)
     app.extensions["bridge.console.throttle"] = auth.LoginThrottle()
+    app.extensions["bridge.console.minutes"] = (MinuteCounts(Event.event_time), MinuteCounts(OutboxItem.delivered_at))
     app.register_blueprint(blueprint)

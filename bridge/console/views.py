@@ -229,7 +229,8 @@ def _safe_next(target: str | None) -> str:
 def overview() -> str:
     now = dt.datetime.now(dt.UTC)
     with _reader().session() as db:
-        figures = queries.overview(db, now)
+        accepted, delivered = _extension("bridge.console.minutes", tuple)
+        figures = queries.overview(db, now, accepted, delivered)
     chart = per_minute_chart(
         now,
         queries.CHART_MINUTES,
