@@ -63,7 +63,8 @@ def fill(path: Path, history: int) -> None:
     db.execute("BEGIN")
     first_event = db.execute("SELECT max(id) FROM events").fetchone()[0] + 1
     first_outbox = db.execute("SELECT max(id) FROM outbox").fetchone()[0] + 1
-    moment = f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || (({history} - i) * {SPAN_SECONDS} / {history}) || ' seconds')"
+    age = f"(({history} - i) * {SPAN_SECONDS} / {history})"
+    moment = f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || {age} || ' seconds')"
     webhook = "i % 10 = 0"
     copy_rows(
         db,
