@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from bridge import logs, metrics
+from bridge import console, logs, metrics
 from bridge.config import Config
 from bridge.errors import register_error_handlers
 from bridge.routes import events, health, hooks, meta
@@ -43,7 +43,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.extensions["bridge.config"] = config
-    app.extensions["bridge.store"] = store or Store(config.database_url)
+    app.extensions["bridge.store"] = store = store or Store(config.database_url)
     register_error_handlers(app)
     logs.init_app(app)
     metrics.init_app(app)
@@ -51,6 +51,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
     app.register_blueprint(meta.blueprint)
     app.register_blueprint(events.blueprint)
     app.register_blueprint(hooks.blueprint)
+    console.init_app(app, config, store)
     app.wsgi_app = CollapseSlashes(app.wsgi_app)  # type: ignore[method-assign]
     if config.proxy_hops:
         # Only as many X-Forwarded-* values as there are proxies we run behind are believed; Host is never.

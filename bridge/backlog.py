@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from adapters.target import CI_PIPELINE, INTAKE_WINDOW
 from bridge.config import Config
+from bridge.delivery_gate import PAUSED
 from bridge.models import OutboxItem, SenderState
-from bridge.outbox import PAUSED, PENDING
+from bridge.outbox import PENDING
 
 log = structlog.get_logger(__name__)
 

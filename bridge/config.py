@@ -30,7 +30,8 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 DATABASE_DRIVERS = ("", "pysqlite", "psycopg")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _API_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-SECRET_FIELDS = frozenset({"tokens", "dd_api_key", "hook_secrets"})
+SECRET_FIELDS = frozenset({"tokens", "dd_api_key", "hook_secrets", "admin_token"})
+ADMIN_TOKEN_MIN_LENGTH = 16
 
 # Every variable the bridge reads, with what it means: the source of the docs' table and of app.json's checks.
 VARIABLES = {
@@ -62,6 +63,7 @@ VARIABLES = {
     "BRIDGE_BACKLOG_WARN_HOURS": "hours an event may wait for delivery before /readyz says degraded (default 6)",
     "BRIDGE_PAUSE_WARN_MINUTES": "minutes delivery may be paused before /readyz says degraded (default 15)",
     "BRIDGE_UPKEEP_MINUTES": "how often the worker prunes, closes stale runs and logs backlog warnings (default 1)",
+    "BRIDGE_ADMIN_TOKEN": "enables the operator console at /console: the token to log in with (16+ characters)",
 }
 
 
@@ -103,6 +105,7 @@ class Config:
     backlog_warn_hours: float = 6.0
     pause_warn_minutes: float = 15.0
     upkeep_minutes: float = 1.0
+    admin_token: str | None = None
 
     @property
     def intake_base_url(self) -> str:
@@ -262,6 +265,13 @@ def load_config(environ: Mapping[str, str]) -> Config:
         value = text(name)
         if value is not None:
             values[field] = value
+
+    admin_token = text("BRIDGE_ADMIN_TOKEN")
+    if admin_token is not None:
+        if len(admin_token) < ADMIN_TOKEN_MIN_LENGTH:
+            problems["BRIDGE_ADMIN_TOKEN"] = f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters"
+        else:
+            values["admin_token"] = admin_token
 
     if problems:
         raise ConfigError(problems)

@@ -12,21 +12,22 @@ be sent; ``attempts`` failed so far, ``next_attempt_at``, ``reason`` the last fa
 refuse it as too old or inconsistent; ``reason`` says why) and ``dead`` (the intake refused it; ``reason`` holds its
 answer; ``pipeline-bridge dead-letters redrive`` sends it again).
 
-A delivery-attempts table can add the last attempt's status and time in :func:`describe`, the one place a
-translation's rows become what a client sees.
+``last_attempt`` is the newest try of the described rows (:mod:`bridge.attempts`): when, the intake's status
+(null when no connection was made) and the first characters of its answer; null before the first try.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from adapters.base import rfc3339
+from adapters.target import rfc3339
+from bridge.attempts import Attempt, latest_attempts
 from bridge.models import OutboxItem
 from bridge.outbox import DEAD, DELIVERED, EXPIRED, PENDING, SUPERSEDED
 
@@ -39,6 +40,7 @@ _RANK = {DEAD: 0, EXPIRED: 1, PENDING: 2, DELIVERED: 3}
 class DeliveryRow:
     """The columns of one outbox row the view reads."""
 
+    id: int
     event_id: int
     final: bool
     state: str
@@ -56,7 +58,10 @@ NOTHING_SENT: dict[str, Any] = {
     "delivered_at": None,
     "attempts": 0,
     "next_attempt_at": None,
+    "last_attempt": None,
 }
+# How much of the intake's answer a listing repeats; the console's event page shows more.
+ANSWER_CHARS = 200
 
 
 def delivery_views(session: Session, event_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
@@ -65,6 +70,7 @@ def delivery_views(session: Session, event_ids: Sequence[int]) -> dict[int, dict
         return {}
     statement = (
         select(
+            OutboxItem.id,
             OutboxItem.event_id,
             OutboxItem.final,
             OutboxItem.state,
@@ -80,8 +86,10 @@ def delivery_views(session: Session, event_ids: Sequence[int]) -> dict[int, dict
     )
     by_event: dict[int, list[DeliveryRow]] = {}
     for row in session.execute(statement):
-        by_event.setdefault(row.event_id, []).append(DeliveryRow(*row))
-    return {event_id: describe(newest_translation(rows)) for event_id, rows in by_event.items()}
+        by_event.setdefault(row.event_id, []).append(DeliveryRow(**row._mapping))
+    shown = {event_id: newest_translation(rows) for event_id, rows in by_event.items()}
+    tried = latest_attempts(session, [row.id for rows in shown.values() for row in rows])
+    return {event_id: describe(rows, tried) for event_id, rows in shown.items()}
 
 
 def newest_translation(rows: Sequence[DeliveryRow]) -> list[DeliveryRow]:
@@ -95,8 +103,11 @@ def newest_translation(rows: Sequence[DeliveryRow]) -> list[DeliveryRow]:
     return [row for row in chosen if row.created_at == newest]
 
 
-def describe(rows: Iterable[DeliveryRow]) -> dict[str, Any]:
-    """One translation's rows as the ``delivery`` object (JSON-ready); ``rows`` is never empty."""
+def describe(rows: Iterable[DeliveryRow], tried: Mapping[int, Attempt]) -> dict[str, Any]:
+    """One translation's rows as the ``delivery`` object (JSON-ready); ``rows`` is never empty.
+
+    ``tried`` holds the newest attempt by outbox id (:func:`bridge.attempts.latest_attempts`).
+    """
     rows = list(rows)
     shown = min(rows, key=lambda row: _RANK[_shown_state(row)])
     state = _shown_state(shown)
@@ -110,10 +121,22 @@ def describe(rows: Iterable[DeliveryRow]) -> dict[str, Any]:
         if state == PENDING
         else None,
     }
+    view["last_attempt"] = _last_attempt([tried[row.id] for row in rows if row.id in tried])
     remote_id = next((row.remote_id for row in rows if row.remote_id), None)
     if remote_id:
         view["remote_id"] = remote_id
     return view
+
+
+def _last_attempt(tries: Sequence[Attempt]) -> dict[str, Any] | None:
+    if not tries:
+        return None
+    newest = max(tries, key=lambda attempt: attempt.attempted_at)
+    return {
+        "at": rfc3339(newest.attempted_at),
+        "status": newest.status or None,
+        "answer": newest.answer[:ANSWER_CHARS],
+    }
 
 
 def _shown_state(row: DeliveryRow) -> str:

@@ -29,16 +29,24 @@ BATCH_LIMITS = {CI_PIPELINE: 1000, DORA_DEPLOYMENT: 1}
 MAX_BATCH_BYTES = 5_000_000
 # Below this a request goes as is: gzip would cost more time than it saves bytes.
 COMPRESS_ABOVE_BYTES = 2048
+# How much of the intake's answer an attempt keeps.
+ANSWER_CHARS = 500
 
 
 @dataclasses.dataclass(frozen=True)
 class IntakeReply:
-    """The intake's answer: an HTTP status (0 when the connection failed), a wait hint, and its error text."""
+    """The intake's answer: an HTTP status (0 when the connection failed), a wait hint, and its error text.
+
+    ``endpoint`` (a URL without credentials) and ``answer`` (the first characters of the body, or why there was
+    none) are what the delivery attempts table keeps; neither ever holds the API key.
+    """
 
     status: int
     retry_after: float | None = None
     error: str | None = None
     remote_ids: tuple[str, ...] = ()
+    endpoint: str = ""
+    answer: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -72,6 +80,8 @@ class HttpIntake:
         compress_above: int | None = COMPRESS_ABOVE_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.shown_base_url = _without_credentials(self.base_url)
         self.timeout = timeout
         self.compress_above = compress_above
         self.session = requests.Session()
@@ -90,21 +100,26 @@ class HttpIntake:
         if self.compress_above is not None and len(data) > self.compress_above:
             data = gzip.compress(data, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
+        endpoint = self.shown_base_url + PATHS[kind]
         try:
             response = self.session.post(
                 self.base_url + PATHS[kind], data=data, headers=headers, timeout=self.timeout, allow_redirects=False
             )
         except requests.RequestException as exc:
-            return IntakeReply(0, error=f"no answer from the intake ({type(exc).__name__})")
+            error = f"no answer from the intake ({type(exc).__name__})"
+            return IntakeReply(0, error=error, endpoint=endpoint, answer=error)
+        answer = response.text[:ANSWER_CHARS].replace(self.api_key, "[REDACTED]") if self.api_key else ""
         if response.is_redirect:
             target = urlsplit(response.headers.get("Location", "")).netloc or "elsewhere"
             error = f"the intake redirected to {target}; not followed, so the API key stays here"
-            return IntakeReply(response.status_code, error=error)
+            return IntakeReply(response.status_code, error=error, endpoint=endpoint, answer=answer or error)
         return IntakeReply(
             response.status_code,
             retry_after=wait_hint(response.headers),
             error=None if response.ok else error_text(response),
             remote_ids=_remote_ids(response) if response.ok else (),
+            endpoint=endpoint,
+            answer=answer,
         )
 
     def close(self) -> None:
@@ -131,7 +146,7 @@ class FileSink:
         with self._lock, self.path.open("ab") as sink:
             sink.write(lines)
             sink.flush()
-        return IntakeReply(202)
+        return IntakeReply(202, endpoint=f"file:{self.path.name}", answer="appended to the local sink")
 
 
 def wait_hint(headers: Any) -> float | None:
@@ -164,6 +179,14 @@ def error_text(response: requests.Response) -> str:
         details = []
     text = "; ".join(details) if details else response.text.strip() or response.reason or ""
     return f"{response.status_code}: {text[:2000]}"
+
+
+def _without_credentials(url: str) -> str:
+    """The URL as shown in attempts: a user or password in it (an egress proxy's) is left out."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")).geturl()
 
 
 def _remote_ids(response: requests.Response) -> tuple[str, ...]:

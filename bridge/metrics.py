@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from bridge import delivery_gate
 from bridge.models import OutboxItem, SenderState
 from bridge.store import Store
 
@@ -76,11 +77,9 @@ def observe_intake(kind: str, seconds: float) -> None:
 def delivery_paused(session: Session) -> dict[str, Any]:
     """The sender's paused flag as health checks show it: ``{"paused": bool, "status"?, "reason"?, "since"?}``.
 
-    The sender keeps the ``outbox.PAUSED`` row while the intake refuses the API key and deletes it on resume.
+    The sender keeps the ``delivery_gate.PAUSED`` row while the intake refuses the API key and deletes it on resume.
     """
-    from bridge import outbox  # here: bridge.outbox counts expirations through this module
-
-    pause = session.get(SenderState, outbox.PAUSED)
+    pause = session.get(SenderState, delivery_gate.PAUSED)
     if pause is None:
         return {"paused": False}
     return {"paused": True, **{key: pause.value.get(key) for key in ("status", "reason", "since")}}

@@ -1,4 +1,4 @@
-"""The bridge's tables: accepted events, the outbox of intake bodies, and a little shared sender state.
+"""The bridge's tables: accepted events, the outbox of intake bodies, delivery attempts, and shared sender state.
 
 The schema itself is owned by the Alembic migrations in ``bridge/migrations``; these classes mirror it so the
 code can query it. Times are stored as naive UTC and handed out timezone-aware, the same on SQLite and PostgreSQL.
@@ -73,10 +73,14 @@ class Event(Base):
         Index("ix_events_run", "source", "run_key"),
         Index("uq_events_delivery", "source", "delivery_id", unique=True),
         Index("ix_events_updated", "updated_at", "id"),  # migration 0004: retention
+        # Migration 0003, for the console: counts and charts by time, and search by commit without the app.
+        Index("ix_events_time", "event_time"),
+        Index("ix_events_commit", "commit_id", "id"),
     )
 
 
 _PENDING = text("state = 'pending'")
+_DEAD = text("state = 'dead'")
 
 
 _EVENTS = Event.metadata.tables[Event.__tablename__]
@@ -152,7 +156,30 @@ class OutboxItem(Base):
         Index("ix_outbox_pending", "id", postgresql_where=_PENDING, sqlite_where=_PENDING),
         Index("ix_outbox_pending_run", "unique_id", "id", postgresql_where=_PENDING, sqlite_where=_PENDING),
         Index("ix_outbox_final_created", "final", "created_at"),  # migration 0004: stale runs
+        # Migration 0003: the console's delivered-per-minute chart and counts read a time range, not the table,
+        # and its dead-letter list pages through the dead rows alone.
+        Index("ix_outbox_delivered", "delivered_at"),
+        Index("ix_outbox_dead", "id", postgresql_where=_DEAD, sqlite_where=_DEAD),
     )
+
+
+class DeliveryAttempt(Base):
+    """One request that carried an outbox row to the intake, and what came back (migration 0003).
+
+    The audit trail of an event's delivery: when, to which endpoint, the status (0: no connection) and the first
+    characters of the answer. ``bridge/attempts.py`` writes and bounds it; the row goes with its outbox row.
+    """
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    outbox_id: Mapped[int] = mapped_column(BigId, ForeignKey("outbox.id", ondelete="CASCADE"))
+    attempted_at: Mapped[dt.datetime]
+    endpoint: Mapped[str] = mapped_column(String(300))
+    status: Mapped[int] = mapped_column(Integer)
+    answer: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_delivery_attempts_outbox", "outbox_id", "id"),)
 
 
 class SenderState(Base):

@@ -25,25 +25,21 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
-    delete,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, aliased
 
 from adapters.target import CI_PIPELINE, INTAKE_WINDOW, Outbound
 from bridge import metrics
-from bridge.models import OutboxItem, SenderState
+from bridge.models import OutboxItem
 
 PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD = "pending", "delivered", "superseded", "expired", "dead"
 STATES = (PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD)
 WINDOW_PASSED = "the intake's 18-hour window passed before it could be delivered"
-# sender_state names: delivery paused (the key was refused), and a per-kind hold (rate limit or intake down).
-PAUSED = "delivery_paused"
-HOLD = "delivery_hold:"
 
 
 def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now: dt.datetime) -> None:
@@ -331,23 +327,3 @@ def delivery_summary(session: Session, event_ids: list[int]) -> dict[int, dict[s
 def counts_by_state(session: Session) -> dict[str, int]:
     rows = session.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state)).all()
     return {state: count for state, count in rows}
-
-
-def read_sender_state(session: Session, lock: bool = False) -> dict[str, dict[str, Any]]:
-    """Every shared sender value by name; ``lock`` holds the rows (PostgreSQL) until the transaction ends."""
-    statement = select(SenderState)
-    if lock and session.get_bind().dialect.name == "postgresql":
-        statement = statement.with_for_update()
-    return {row.name: dict(row.value) for row in session.scalars(statement)}
-
-
-def write_sender_state(session: Session, name: str, value: dict[str, Any] | None, now: dt.datetime) -> None:
-    """Set (or, with None, remove) a shared sender value; an upsert, so two workers never collide."""
-    if value is None:
-        session.execute(delete(SenderState).where(SenderState.name == name))
-        return
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(SenderState).values(name=name, value=value, updated_at=now)
-    session.execute(
-        statement.on_conflict_do_update(index_elements=[SenderState.name], set_={"value": value, "updated_at": now})
-    )

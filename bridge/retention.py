@@ -26,7 +26,7 @@ from sqlalchemy import and_, delete, func, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from bridge.config import Config
-from bridge.models import Event, OutboxItem
+from bridge.models import DeliveryAttempt, Event, OutboxItem
 from bridge.outbox import DEAD, PENDING
 from bridge.store import Store
 
@@ -160,8 +160,7 @@ def _delete(session: Session, event_ids: Sequence[int]) -> collections.Counter[s
     Returns the deleted outbox rows by state.
     """
     outbox_rows = select(OutboxItem.id).where(OutboxItem.event_id.in_(event_ids))
-    # Tables that refer to outbox rows are emptied here, first; e.g. the console's delivery attempts (0003):
-    # session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.outbox_id.in_(outbox_rows)))
+    session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.outbox_id.in_(outbox_rows)))
     states = session.scalars(delete(OutboxItem).where(OutboxItem.id.in_(outbox_rows)).returning(OutboxItem.state))
     deleted = collections.Counter(states)
     session.execute(delete(Event).where(Event.id.in_(event_ids)), execution_options={"synchronize_session": False})

@@ -5,7 +5,8 @@ dead letters; 401, 403, a redirect or an unknown endpoint pause delivery (the co
 dropped and no attempt is counted) with one probe batch now and then; anything else (408, 429, 5xx, no
 connection) is retried with backoff, and holds every request to that endpoint until the retry is due.
 Everything the schedule needs (attempts, next attempt, holds, the pause) is in the database, so a restart or a
-second worker continues exactly where the first one stopped.
+second worker continues exactly where the first one stopped. The pause and the holds are kept by
+:mod:`bridge.delivery_gate`; every request is written to :mod:`bridge.attempts` for the audit trail.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session
 
-from bridge import metrics, outbox
+from bridge import attempts, metrics, outbox
+from bridge.delivery_gate import DeliveryGate
 from bridge.intake import BATCH_LIMITS, MAX_BATCH_BYTES, Intake, IntakeReply
 from bridge.store import Store
 
@@ -109,6 +110,7 @@ class Sender:
         self._open: set[int] = set()
         self._lease_until = _now()
         self._lock = threading.Lock()
+        self.gate = DeliveryGate(store, self.settings.probe_every, self.settings.log_paused_every)
         self._held: set[str] = set()
 
     def run_once(self, now: dt.datetime | None = None) -> PassResult:
@@ -116,7 +118,9 @@ class Sender:
         result = PassResult()
         self._lease_until = now + self.settings.lease
         with self.store.transaction() as session:
-            kinds, result.paused, probing = self._gate(session, now)
+            opening = self.gate.open(session, BATCH_LIMITS, now)
+            kinds, result.paused, probing = opening.kinds, opening.paused, opening.probing
+            self._held = set(opening.held)
             if not kinds:
                 return result
             claim = outbox.claim(
@@ -152,22 +156,6 @@ class Sender:
         with self.store.transaction() as session:
             return outbox.release(session, ids, self.worker_id)
 
-    def _gate(self, session: Session, now: dt.datetime) -> tuple[list[str], bool, bool]:
-        """The kinds this pass may send (none while paused, unless it wins the probe), paused, probing."""
-        state = outbox.read_sender_state(session)
-        holds = {name.removeprefix(outbox.HOLD): value for name, value in state.items() if name.startswith(outbox.HOLD)}
-        self._held = set(holds)
-        kinds = [kind for kind in BATCH_LIMITS if kind not in holds or _time(holds[kind]["until"]) <= now]
-        pause = state.get(outbox.PAUSED)
-        if pause is None:
-            return kinds, False, False
-        if _time(pause["probe_at"]) > now or not kinds:
-            return [], True, False
-        # Several workers may get here at once on PostgreSQL; each sends at most one probe batch per interval.
-        pause["probe_at"] = (now + self.settings.probe_every).isoformat()
-        outbox.write_sender_state(session, outbox.PAUSED, pause, now)
-        return kinds, True, True
-
     def _batches(self, kind: str, rows: Sequence[outbox.Claimed]) -> list[list[outbox.Claimed]]:
         """Rows packed in order into batches under the intake's count limit and our byte limit."""
         limit = min(BATCH_LIMITS[kind], self.settings.batch_size)
@@ -186,6 +174,7 @@ class Sender:
             raise _Stop
         self._renew_lease()
         started = time.monotonic()
+        sent_at = _now()
         reply = self.intake.send(kind, [row.event for row in batch])
         metrics.observe_intake(kind, time.monotonic() - started)
         result.requests += 1
@@ -193,39 +182,63 @@ class Sender:
         ids = [row.id for row in batch]
         if action is Action.DELIVERED:
             remote_id = reply.remote_ids[0] if len(batch) == 1 and reply.remote_ids else None
-            done = self._settle(kind, ids, outbox.DELIVERED, None, remote_id)
+            done = self._settle(kind, ids, reply, sent_at, outbox.DELIVERED, None, remote_id)
             result.delivered += done
             log.info("delivery.sent", kind=kind, count=done, status=reply.status, worker_id=self.worker_id)
             if kind in self._held:
-                self._end_hold(kind)
+                self.gate.end_hold(kind, _now())
+                self._held.discard(kind)
             if probing:
-                self._resume()
+                self.gate.resume(_now())
+                log.info("delivery.resumed", worker_id=self.worker_id)
                 result.paused = False
         elif action in (Action.SPLIT, Action.BISECT) and len(batch) > 1:
+            self._record(ids, reply, sent_at)
             middle = len(batch) // 2
             for half in (batch[:middle], batch[middle:]):
                 self._deliver(kind, half, result, probing and result.paused)
         elif action in (Action.SPLIT, Action.BISECT):
             reason = f"the intake refused it: {reply.error or reply.status}"
-            result.dead += self._settle(kind, ids, outbox.DEAD, reason)
+            result.dead += self._settle(kind, ids, reply, sent_at, outbox.DEAD, reason)
             log.warning("delivery.dead_letter", kind=kind, outbox_id=ids[0], status=reply.status, reason=reason)
         elif action is Action.PAUSE:
-            self._pause(reply)
+            self._record(ids, reply, sent_at)
+            self.gate.pause(reply.status, reply.error or f"the intake answered {reply.status}", _now())
             result.paused = True
             raise _Stop
         else:
-            self._retry(kind, batch, reply, result)
+            self._retry(kind, batch, reply, sent_at, result)
             raise _Stop
 
-    def _settle(self, kind: str, ids: list[int], state: str, reason: str | None, remote_id: str | None = None) -> int:
+    def _record(self, ids: list[int], reply: IntakeReply, sent_at: dt.datetime, session: Session | None = None) -> None:
+        """Write this request's attempt for each row it carried, in ``session`` or a transaction of its own."""
+        if session is None:
+            with self.store.transaction() as own:
+                attempts.record(own, ids, sent_at, reply.endpoint, reply.status, reply.answer)
+            return
+        attempts.record(session, ids, sent_at, reply.endpoint, reply.status, reply.answer)
+
+    def _settle(
+        self,
+        kind: str,
+        ids: list[int],
+        reply: IntakeReply,
+        sent_at: dt.datetime,
+        state: str,
+        reason: str | None,
+        remote_id: str | None = None,
+    ) -> int:
         with self.store.transaction() as session:
+            self._record(ids, reply, sent_at, session)
             done = outbox.finish(session, ids, self.worker_id, state, _now(), reason, remote_id)
         with self._lock:
             self._open.difference_update(ids)
         metrics.count_finished(kind, state, done)
         return done
 
-    def _retry(self, kind: str, batch: list[outbox.Claimed], reply: IntakeReply, result: PassResult) -> None:
+    def _retry(
+        self, kind: str, batch: list[outbox.Claimed], reply: IntakeReply, sent_at: dt.datetime, result: PassResult
+    ) -> None:
         """Count the attempt, schedule the next one, and hold the endpoint until then (other workers too)."""
         now = _now()
         why = reply.error or f"{reply.status}"
@@ -233,14 +246,13 @@ class Sender:
         with self.store.transaction() as session:
             # The backoff follows the endpoint's failures in a row, not only this batch's attempts: during an
             # outage, fresh rows (a final event replacing a retried running one) must not reset it to 2 s.
-            earlier = outbox.read_sender_state(session, lock=True).get(outbox.HOLD + kind) or {}
-            failures = int(earlier.get("failures", 0)) + 1
-            attempts = max(failures, max(row.attempts for row in batch) + 1)
-            delay = self.settings.retry.delay(attempts, reply.retry_after)
+            failures = self.gate.failures_in_a_row(session, kind) + 1
+            tries = max(failures, max(row.attempts for row in batch) + 1)
+            delay = self.settings.retry.delay(tries, reply.retry_after)
             next_attempt = now + dt.timedelta(seconds=delay)
+            self._record(ids, reply, sent_at, session)
             retried, expired = outbox.reschedule(session, ids, self.worker_id, next_attempt, why)
-            hold = {"until": next_attempt.isoformat(), "status": reply.status, "failures": failures}
-            outbox.write_sender_state(session, outbox.HOLD + kind, hold, now)
+            self.gate.hold(session, kind, next_attempt, reply.status, failures, now)
         with self._lock:
             self._open.difference_update(ids)
         result.retried += retried
@@ -250,36 +262,6 @@ class Sender:
         log.warning(
             "delivery.retry", kind=kind, status=reply.status, count=retried, expired=expired, delay=round(delay, 3)
         )
-
-    def _end_hold(self, kind: str) -> None:
-        """The endpoint answered again: the next failure starts the backoff afresh."""
-        with self.store.transaction() as session:
-            outbox.write_sender_state(session, outbox.HOLD + kind, None, _now())
-        self._held.discard(kind)
-
-    def _pause(self, reply: IntakeReply) -> None:
-        """Store the pause for every process to see; log it at most once per interval, however many probes."""
-        now = _now()
-        with self.store.transaction() as session:
-            current = outbox.read_sender_state(session, lock=True).get(outbox.PAUSED) or {}
-            logged_at = current.get("logged_at")
-            due_log = logged_at is None or _time(logged_at) + self.settings.log_paused_every <= now
-            reason = reply.error or f"the intake answered {reply.status}"
-            value: dict[str, Any] = {
-                "status": reply.status,
-                "reason": reason,
-                "since": current.get("since", now.isoformat()),
-                "probe_at": (now + self.settings.probe_every).isoformat(),
-                "logged_at": now.isoformat() if due_log else logged_at,
-            }
-            outbox.write_sender_state(session, outbox.PAUSED, value, now)
-        if due_log:
-            log.error("delivery.paused", status=reply.status, reason=reason, since=value["since"])
-
-    def _resume(self) -> None:
-        with self.store.transaction() as session:
-            outbox.write_sender_state(session, outbox.PAUSED, None, _now())
-        log.info("delivery.resumed", worker_id=self.worker_id)
 
     def _renew_lease(self) -> None:
         """Extend the lease when half of it is gone, so a long pass (many splits) is not taken over."""
@@ -310,7 +292,3 @@ def redrive(store: Store, outbox_ids: Sequence[int] | None = None) -> int:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _time(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value)

@@ -16,7 +16,14 @@ from tests.distelli_api import RFC3339_MS, DistelliApi
 from tests.intake_server import IntakeServer
 from tests.test_distelli_mapping import PUSH
 
-NOTHING = {"state": "none", "reason": None, "delivered_at": None, "attempts": 0, "next_attempt_at": None}
+NOTHING = {
+    "state": "none",
+    "reason": None,
+    "delivered_at": None,
+    "attempts": 0,
+    "next_attempt_at": None,
+    "last_attempt": None,
+}
 
 
 def _sender(store: Store, intake: IntakeServer) -> Sender:
@@ -69,6 +76,23 @@ def test_a_pending_retry_lists_its_attempts_the_next_attempt_and_the_last_failur
     assert _time(delivery["next_attempt_at"]) > before + dt.timedelta(seconds=1)
     assert "503" in delivery["reason"]
     assert delivery["delivered_at"] is None
+    assert delivery["last_attempt"]["status"] == 503
+    assert "Service Unavailable" in delivery["last_attempt"]["answer"]
+    assert _time(delivery["last_attempt"]["at"]) >= before.replace(microsecond=before.microsecond // 1000 * 1000)
+
+
+def test_a_delivered_build_lists_its_last_attempt_and_an_untried_one_lists_none(
+    api: DistelliApi, store: Store, intake: IntakeServer
+) -> None:
+    event_id = api.create_id("buildEvent", {"build_status": "Success", "build_id": "10"})
+    untried = api.event(event_id)["delivery"]
+
+    _sender(store, intake).run_once()
+    delivered = api.event(event_id)["delivery"]
+
+    assert untried["state"] == "pending" and untried["last_attempt"] is None
+    assert delivered["state"] == "delivered"
+    assert delivered["last_attempt"]["status"] == 202
 
 
 def test_an_expired_build_lists_the_reason_and_nothing_is_sent(

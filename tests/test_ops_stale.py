@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from adapters.base import parse_time
+from adapters.payload import read_source_time
 from bridge.config import Config
 from bridge.intake import HttpIntake
 from bridge.sender import Sender
@@ -74,7 +74,7 @@ def test_the_worker_closes_a_silent_build_once_and_a_late_final_still_goes_out(
         assert CLOSED_TAG in body["tags"]
         assert set(running["tags"]) < set(body["tags"])
         assert body["start"] == running["start"]
-        seconds = (parse_time(body["end"]) - parse_time(body["start"])).total_seconds()  # type: ignore[operator]
+        seconds = (read_source_time(body["end"]) - read_source_time(body["start"])).total_seconds()  # type: ignore[operator]
         assert 1.8 <= seconds < 10
     assert CLOSED_TAG not in success["tags"] and "error" not in success
 
