@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,17 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"  # Alembic's default, which bridge/migrations/env.py keeps
 
 
+def _quiet_alembic() -> None:
+    """Silence what Alembic logs at INFO on every run, migrated or not: one line per plugin it registers, and the
+    two naming the dialect and its DDL mode. Its "Running upgrade ..." lines stay."""
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").addFilter(_not_context_line)  # added once, however often called
+
+
+def _not_context_line(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(("Context impl", "Will assume"))
+
+
 def _alembic_config() -> AlembicConfig:
     from alembic.config import Config as AlembicConfig
 
@@ -38,6 +50,7 @@ def upgrade(store: Store) -> None:
     """Bring the database to the newest revision; safe to run on every start and from a release phase."""
     from alembic import command
 
+    _quiet_alembic()
     config = _alembic_config()
     with store.engine.begin() as connection:
         config.attributes["connection"] = connection
