@@ -48,9 +48,9 @@ def _alembic_config() -> AlembicConfig:
 
 def upgrade(store: Store) -> None:
     """Bring the database to the newest revision; safe to run on every start and from a release phase."""
+    _quiet_alembic()  # before the import: Alembic registers (and logs) its plugins as it is imported
     from alembic import command
 
-    _quiet_alembic()
     config = _alembic_config()
     with store.engine.begin() as connection:
         config.attributes["connection"] = connection
