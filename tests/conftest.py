@@ -51,6 +51,19 @@ def require_postgres() -> None:
     pytest.skip(problem)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the declared markers where they are true, so nobody has to remember them: ``postgres`` on every test
+    that takes the PostgreSQL fixtures (itself or as database_url's postgresql case), ``slow`` on the reliability
+    runs (tests/reliability/). A module marks its own ``slow`` tests too (the Docker image)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("database_url") == "postgresql"
+        if on_postgres or "postgres_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+        if "reliability" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
