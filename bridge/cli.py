@@ -56,8 +56,7 @@ def serve(config: Config, worker: bool) -> None:
             upgraded = subprocess.run([sys.executable, "-m", "bridge", "db", "upgrade"], stdout=subprocess.DEVNULL)
             if upgraded.returncode:
                 sys.exit(upgraded.returncode)
-        for line in (startup.summary(config, registered), *startup.warnings(config, registered)):
-            click.echo(line, err=True)
+        startup.announce(config, registered)
         process = subprocess.Popen([sys.executable, "-m", "bridge", "worker"]) if worker else None
         try:
             run_gunicorn(config)

@@ -2,14 +2,18 @@
 in, where events go, who may call it, and what is missing for it to accept anything.
 
 It reads only the :class:`~bridge.config.Config` and the webhook registry, so it costs nothing at start and says
-the same thing the processes will do.
+the same thing the processes will do. A person at a terminal gets plain lines; anywhere else (docker logs, a
+dyno, a file) every line stays JSON, so log pipelines keep parsing them, with the same sentence as the event.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
+
+import structlog
 
 from bridge.config import ALL_INTERFACES, Config, mask_url_password
 
@@ -62,3 +66,17 @@ def warnings(config: Config, registered: Iterable[str]) -> list[str]:
     if unknown:
         found.append(f"WARNING: BRIDGE_HOOK_SECRETS names no installed webhook source: {', '.join(unknown)}")
     return found
+
+
+def announce(config: Config, registered: Iterable[str]) -> None:
+    """Say the summary and the warnings: plain on a terminal, else as JSON log events (logging is configured)."""
+    names = list(registered)
+    found = warnings(config, names)
+    if sys.stderr.isatty():
+        for line in (summary(config, names), *found):
+            print(line, file=sys.stderr, flush=True)
+        return
+    log = structlog.get_logger("bridge.startup")
+    log.info(summary(config, names))
+    for line in found:
+        log.warning(line)
