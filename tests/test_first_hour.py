@@ -14,6 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.conftest import TOKEN, USER
@@ -87,6 +88,7 @@ class Serve:
         return code
 
 
+@pytest.mark.slow  # a whole serve process tree
 def test_serve_at_a_terminal_says_where_it_listens_what_it_stores_in_and_where_events_go(tmp_path: Path) -> None:
     server = Serve(tmp_path, terminal=True, BRIDGE_HOOK_SECRETS="github:hook-secret-1,nosuch:x")
     try:
@@ -107,6 +109,7 @@ def test_serve_at_a_terminal_says_where_it_listens_what_it_stores_in_and_where_e
     assert "hook-secret-1" not in server.output()
 
 
+@pytest.mark.slow  # a whole serve process tree
 def test_serve_without_tokens_warns_at_start_and_is_not_ready(tmp_path: Path) -> None:
     server = Serve(tmp_path, "--no-worker", terminal=True, BRIDGE_TOKENS="")
     try:
@@ -122,6 +125,7 @@ def test_serve_without_tokens_warns_at_start_and_is_not_ready(tmp_path: Path) ->
     assert refused.status_code == 401
 
 
+@pytest.mark.slow  # a whole serve process tree
 def test_serve_into_a_log_pipe_keeps_every_line_json_and_binds_where_told(tmp_path: Path) -> None:
     server = Serve(tmp_path, "--no-worker", BRIDGE_BIND_ADDRESS="0.0.0.0", BRIDGE_TOKENS="")
     assert server.stop() == 0

@@ -115,6 +115,7 @@ def _seed(client: FlaskClient) -> str:
     return str(build.get_json()["event_id"])
 
 
+@pytest.mark.slow  # about 500 generated requests
 @pytest.mark.parametrize(("path", "method"), OPERATIONS)
 def test_api_conforms_to_its_document(app: Flask, path: str, method: str) -> None:
     """Generated requests for the token's own user: never a 500, never an answer the document does not allow."""
