@@ -46,7 +46,7 @@ def enabled_sources(config: Config, registered: Iterable[str]) -> list[str]:
 
 
 def summary(config: Config, registered: Iterable[str]) -> str:
-    """One line: ``pipeline-bridge 0.1.0 listening on ... · database ... · events to ... · ... · webhooks ...``."""
+    """One line: ``pipeline-bridge 0.1.0 listening on ... | database ... | events to ... | ... | webhooks ...``."""
     users = len(config.tokens)
     sources = enabled_sources(config, registered)
     parts = [
@@ -56,7 +56,7 @@ def summary(config: Config, registered: Iterable[str]) -> str:
         f"{users} user{'' if users == 1 else 's'} with an apiToken",
         f"webhooks: {', '.join(sources)}" if sources else "webhooks: none enabled (BRIDGE_HOOK_SECRETS)",
     ]
-    return " · ".join(parts)
+    return " | ".join(parts)
 
 
 def warnings(config: Config, registered: Iterable[str]) -> list[str]:

@@ -97,10 +97,10 @@ def test_serve_at_a_terminal_says_where_it_listens_what_it_stores_in_and_where_e
         assert server.stop() == 0
     lines = server.plain_lines()
     assert lines[0] == (
-        f"pipeline-bridge {version('pipeline-bridge')} listening on http://127.0.0.1:{server.port} · "
-        f"database sqlite:///{tmp_path / 'bridge.db'} · "
-        f"events to file sink {tmp_path / 'sink.jsonl'} (DD_API_KEY is unset) · "
-        "1 user with an apiToken · webhooks: github"
+        f"pipeline-bridge {version('pipeline-bridge')} listening on http://127.0.0.1:{server.port} | "
+        f"database sqlite:///{tmp_path / 'bridge.db'} | "
+        f"events to file sink {tmp_path / 'sink.jsonl'} (DD_API_KEY is unset) | "
+        "1 user with an apiToken | webhooks: github"
     )
     assert lines[1:] == ["WARNING: BRIDGE_HOOK_SECRETS names no installed webhook source: nosuch"]
     noise = [line for line in server.output().splitlines() if any(word in line for word in ALEMBIC_NOISE)]
@@ -118,7 +118,7 @@ def test_serve_without_tokens_warns_at_start_and_is_not_ready(tmp_path: Path) ->
     finally:
         assert server.stop() == 0
     lines = server.plain_lines()
-    assert lines[0].endswith(" · 0 users with an apiToken · webhooks: none enabled (BRIDGE_HOOK_SECRETS)")
+    assert lines[0].endswith(" | 0 users with an apiToken | webhooks: none enabled (BRIDGE_HOOK_SECRETS)")
     assert lines[1].startswith("WARNING: BRIDGE_TOKENS is empty: every Distelli API request will be refused")
     assert ready.status_code == 503
     assert ready.json()["reason"] == "BRIDGE_TOKENS is empty: every Distelli API request is refused"
