@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test lint install install-test install-browser
+.PHONY: run test test-fast lint install install-test install-browser
 
 $(VENV)/.base: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,3 +35,7 @@ install-browser:
 
 test: lint install-browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick loop (about 2 minutes): no lint, SQLite only, no reliability runs or image builds (README, Tests).
+test-fast: install-test
+	$(PY) -m pytest -q -m "not slow and not postgres" $(PYTEST_ARGS)

@@ -26,6 +26,7 @@ def _load() -> Config:
 
 
 @click.group()
+@click.version_option(package_name="pipeline-bridge", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """pipeline-bridge: a Distelli-compatible Events API that forwards builds to Datadog CI Visibility."""
@@ -40,10 +41,13 @@ def serve(config: Config, worker: bool) -> None:
 
     With --no-worker it runs the web server alone, for platforms that run ``pipeline-bridge worker`` separately.
     """
+    from adapters.registry import load_adapters
+    from bridge import startup
     from bridge.logs import configure_logging
     from bridge.multiproc import metrics_dir
     from bridge.web import run_gunicorn
 
+    registered = list(load_adapters())
     with metrics_dir(config) as config:
         configure_logging(config)
         if config.is_sqlite:
@@ -52,6 +56,7 @@ def serve(config: Config, worker: bool) -> None:
             upgraded = subprocess.run([sys.executable, "-m", "bridge", "db", "upgrade"], stdout=subprocess.DEVNULL)
             if upgraded.returncode:
                 sys.exit(upgraded.returncode)
+        startup.announce(config, registered)
         process = subprocess.Popen([sys.executable, "-m", "bridge", "worker"]) if worker else None
         try:
             run_gunicorn(config)
@@ -132,7 +137,7 @@ def config() -> None:
 @config.command("check")
 @click.pass_obj
 def config_check(config: Config) -> None:
-    """Print the effective configuration with secrets masked."""
+    """Print the effective configuration by variable name (as the README's table names them), secrets masked."""
     click.echo(json.dumps(config.masked(), indent=2, default=str))
 
 
@@ -151,7 +156,10 @@ def dead_letters_list(config: Config) -> None:
     store = Store(config.database_url)
     try:
         with store.transaction() as session:
-            for item in outbox.dead_letters(session):
+            items = outbox.dead_letters(session)
+            if not items:
+                click.echo("no dead letters", err=True)
+            for item in items:
                 row: dict[str, Any] = {
                     "id": item.id,
                     "event_id": item.event_id,

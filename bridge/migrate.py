@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,17 @@ VERSION_TABLE = "alembic_version"  # Alembic's default, which bridge/migrations/
 MIGRATIONS_PENDING = "migrations pending: run pipeline-bridge db upgrade"
 
 
+def _quiet_alembic() -> None:
+    """Silence what Alembic logs at INFO on every run, migrated or not: one line per plugin it registers, and the
+    two naming the dialect and its DDL mode. Its "Running upgrade ..." lines stay."""
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").addFilter(_not_context_line)  # added once, however often called
+
+
+def _not_context_line(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(("Context impl", "Will assume"))
+
+
 def _alembic_config() -> AlembicConfig:
     from alembic.config import Config as AlembicConfig
 
@@ -39,6 +51,7 @@ def _alembic_config() -> AlembicConfig:
 
 def upgrade(store: Store) -> None:
     """Bring the database to the newest revision; safe to run on every start and from a release phase."""
+    _quiet_alembic()  # before the import: Alembic registers (and logs) its plugins as it is imported
     from alembic import command
 
     config = _alembic_config()

@@ -37,7 +37,7 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
             multiprocess.mark_process_dead(worker.pid, metrics_dir)
 
     return {
-        "bind": f"0.0.0.0:{config.port}",
+        "bind": config.bind,
         "preload_app": True,
         "pre_fork": pre_fork,
         "post_fork": post_fork,

@@ -51,6 +51,23 @@ def require_postgres() -> None:
     pytest.skip(problem)
 
 
+# Whole process trees (gunicorn, workers, fresh interpreters), beside tests/reliability/: left out of the quick loop.
+SLOW_MODULES = frozenset({"test_worker_processes.py", "test_ops_gunicorn.py", "test_lean_imports.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the declared markers where they are true, so nobody has to remember them: ``postgres`` on every test
+    that takes the PostgreSQL fixtures (itself or as database_url's postgresql case), ``slow`` on the reliability
+    runs and SLOW_MODULES. A module marks its own other ``slow`` tests (the Docker image, the Heroku dynos)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("database_url") == "postgresql"
+        if on_postgres or "postgres_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+        if "reliability" in item.path.parts or item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""

@@ -74,7 +74,7 @@ def test_every_bad_variable_is_named_in_the_same_line(tmp_path: Path) -> None:
         assert f"{variable}: " in done.stderr
 
 
-def test_config_check_prints_the_effective_settings_with_secrets_masked(tmp_path: Path) -> None:
+def test_config_check_prints_the_effective_settings_by_variable_name_with_secrets_masked(tmp_path: Path) -> None:
     tokens_file = tmp_path / "tokens"
     tokens_file.write_text(f"# CI users\nbuilder:{SECRET}-file\n", encoding="utf-8")
     env = {
@@ -91,11 +91,11 @@ def test_config_check_prints_the_effective_settings_with_secrets_masked(tmp_path
     assert done.returncode == 0, done.stderr
     assert SECRET not in done.stdout + done.stderr
     shown = json.loads(done.stdout)
-    assert shown["database_url"] == "postgresql+psycopg://bridge:****@db.example.com:5432/bridge"
-    assert shown["tokens"] == {"jdoe": "****", "builder": "****"}
-    assert shown["dd_api_key"] == "****"
-    assert shown["hook_secrets"] == {"github": "****"}
-    assert (shown["dd_site"], shown["port"]) == ("datadoghq.eu", 5000)
+    assert shown["DATABASE_URL"] == "postgresql+psycopg://bridge:****@db.example.com:5432/bridge"
+    assert shown["BRIDGE_TOKENS"] == {"jdoe": "****", "builder": "****"}
+    assert shown["DD_API_KEY"] == "****"
+    assert shown["BRIDGE_HOOK_SECRETS"] == {"github": "****"}
+    assert (shown["DD_SITE"], shown["PORT"]) == ("datadoghq.eu", 5000)
 
 
 def test_defaults_need_no_variable_at_all() -> None:

@@ -65,7 +65,7 @@ def test_an_admin_token_shorter_than_16_characters_stops_the_process_and_is_mask
         load_config({"BRIDGE_ADMIN_TOKEN": "short"})
     assert error.value.problems == {"BRIDGE_ADMIN_TOKEN": "must be at least 16 characters"}
     assert "short" not in str(error.value)
-    assert load_config({"BRIDGE_ADMIN_TOKEN": ADMIN}).masked()["admin_token"] == "****"
+    assert load_config({"BRIDGE_ADMIN_TOKEN": ADMIN}).masked()["BRIDGE_ADMIN_TOKEN"] == "****"
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -1,5 +1,6 @@
-"""The deploy files (Dockerfile, compose, Heroku app.json and Procfile) run the console script the way the code
-expects: no Docker engine runs here, so they are parsed and checked against the CLI and the config instead."""
+"""The deploy files (Dockerfile, ignore files, compose, Heroku app.json and Procfile) run the console script the
+way the code expects, parsed and checked against the CLI and the config. The image is really built and run by
+tests/test_docker_image.py, and the Procfile's processes really run by tests/test_heroku_dyno.py."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ import pytest
 import yaml
 
 from bridge.cli import main
-from bridge.config import VARIABLES, load_config
+from bridge.config import ALL_INTERFACES, DD_SITES, VARIABLES, load_config, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
 _DEFAULTED = re.compile(r"\$\{(\w+)(?::?-([^}]*)|:\?[^}]*)\}")
+_ASSIGNMENT = re.compile(r"^([A-Z_][A-Z0-9_]*)=(\S*)$")
 
 
 def is_cli_command(args: list[str]) -> bool:
@@ -50,9 +52,37 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 
 def final_stage() -> list[tuple[str, str]]:
+    """The last stage's instructions, its FROM with the build arguments' defaults put in."""
     instructions = dockerfile_instructions()
+    defaults = dict(arguments.split("=", 1) for name, arguments in instructions if name == "ARG" and "=" in arguments)
     last_from = max(i for i, (name, _) in enumerate(instructions) if name == "FROM")
-    return instructions[last_from:]
+    image = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], instructions[last_from][1])
+    return [("FROM", image), *instructions[last_from + 1 :]]
+
+
+def image_environment() -> dict[str, str]:
+    """The final stage's ENV, as the processes in a container see it."""
+    found: dict[str, str] = {}
+    for name, arguments in final_stage():
+        if name == "ENV":
+            found.update(pair.split("=", 1) for pair in arguments.split())
+    return found
+
+
+def procfile() -> dict[str, str]:
+    """Process type -> command, as Heroku reads the Procfile."""
+    lines = (ROOT / "Procfile").read_text(encoding="utf-8").splitlines()
+    return {name.strip(): command.strip() for name, command in (line.split(":", 1) for line in lines if line.strip())}
+
+
+def split_assignments(command: str) -> tuple[dict[str, str], list[str]]:
+    """``A=1 B=2 cmd args`` -> ({A: 1, B: 2}, [cmd, args]): the shell's leading variable assignments."""
+    words = command.split()
+    assigned = {}
+    while words and _ASSIGNMENT.match(words[0]):
+        name, value = words.pop(0).split("=", 1)
+        assigned[name] = value
+    return assigned, words
 
 
 def compose() -> dict[str, Any]:
@@ -147,13 +177,47 @@ def test_app_json_asks_for_postgresql_web_and_worker_and_describes_every_variabl
 
 
 def test_procfile_migrates_in_the_release_phase_and_runs_console_script_commands() -> None:
-    processes = dict(
-        line.split(":", 1) for line in (ROOT / "Procfile").read_text(encoding="utf-8").splitlines() if line.strip()
-    )
-    commands = {name: value.split() for name, value in processes.items()}
-    assert commands["release"] == ["pipeline-bridge", "db", "upgrade"]
+    commands = {name: split_assignments(command) for name, command in procfile().items()}
+    assert commands["release"] == ({}, ["pipeline-bridge", "db", "upgrade"])
     assert set(commands) == {"release", "web", "worker"}
-    assert all(is_cli_command(args) for args in commands.values())
+    for assigned, args in commands.values():
+        assert is_cli_command(args)
+        assert set(assigned) <= set(VARIABLES)
+        load_config(assigned)
+
+
+def test_the_image_and_the_heroku_web_process_listen_on_every_interface() -> None:
+    web_assigned, _ = split_assignments(procfile()["web"])
+    assert web_assigned["BRIDGE_BIND_ADDRESS"] in ALL_INTERFACES
+    assert image_environment()["BRIDGE_BIND_ADDRESS"] in ALL_INTERFACES
+    assert load_config({}).bind_address == "127.0.0.1"  # make run on a laptop: this machine only
+
+
+def test_the_legacy_builder_sends_only_what_buildkit_would() -> None:
+    def rules(path: Path) -> list[str]:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [line for line in lines if line.strip() and not line.startswith("#")]
+
+    assert rules(ROOT / ".dockerignore") == rules(ROOT / "deploy" / "Dockerfile.dockerignore")
+
+
+def test_app_json_names_every_datadog_site() -> None:
+    app = json.loads((ROOT / "app.json").read_text(encoding="utf-8"))
+    described = app["env"]["DD_SITE"]["description"]
+    assert [site for site in DD_SITES if re.search(rf"(^|[ :,]){re.escape(site)}([ ,.]|$)", described) is None] == []
+
+
+def test_the_readme_configuration_table_is_the_declared_one() -> None:
+    guide = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert markdown_table() in guide
+
+
+def test_git_ignores_the_local_database_its_lock_and_the_sink() -> None:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    names = ["pipeline-bridge.db", "pipeline-bridge.db.lock", "pipeline-bridge-sink.jsonl"]
+    done = subprocess.run(["git", "check-ignore", *names], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.stdout.split() == names
 
 
 def test_heroku_installs_the_package_with_the_image_python() -> None:

@@ -74,7 +74,7 @@ def test_a_refused_event_is_shown_listed_and_redriven(
 
     assert _cli(config, "dead-letters", "redrive") == ["1 dead letter(s) queued again"]
     deliver_all(sender, store)
-    assert _cli(config, "dead-letters", "list") == []
+    assert _cli(config, "dead-letters", "list") == ["no dead letters"]  # said on stderr; stdout stays JSON lines
     assert [r["level"] for r in intake.accepted_resources()] == ["pipeline", "job"]
     assert _delivery(client)["state"] == "delivered"
 

@@ -23,11 +23,13 @@ def healthz() -> tuple[Response, int]:
 
 @blueprint.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Ready only when the database answers and its schema is current.
+    """Ready only when some user has an apiToken, and the database answers and its schema is current.
 
     A paused delivery (the intake refused the API key) is shown but does not fail readiness: the bridge still
     accepts and stores events, and taking it out of the router would lose them instead.
     """
+    if not current_app.extensions["bridge.config"].tokens:
+        return _unavailable("BRIDGE_TOKENS is empty: every Distelli API request is refused", tokens="none")
     store: Store = current_app.extensions["bridge.store"]
     try:
         with store.engine.connect() as connection:
