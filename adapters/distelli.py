@@ -1,6 +1,6 @@
 """The Distelli (Puppet Pipelines) Events API: request schemas, build lifecycle, and the Datadog mapping.
 
-Everything here is pure: the routes in ``bridge.routes.events`` validate with these schemas, the core stores what
+Everything here is pure: the routes in ``bridge.web.routes.events`` validate with these schemas, the core stores what
 :func:`advance_build` returns, and :func:`translate` turns a stored event (a :class:`DistelliRecord`, with its
 related push or pull request) into intake bodies. Tests drive it with plain dicts.
 """

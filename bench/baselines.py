@@ -18,7 +18,7 @@ import requests
 from flask import Flask, jsonify, request
 
 from bridge.config import load_config
-from bridge.web import BridgeGunicorn
+from bridge.web.server import BridgeGunicorn
 
 
 def bare_app() -> Flask:

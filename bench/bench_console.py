@@ -35,10 +35,10 @@ from common import (
 )
 from sqlalchemy import event
 
-from bridge.app import create_app
-from bridge.intake import FileSink
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import FileSink
+from bridge.delivery.sender import Sender
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 
 ADMIN_TOKEN = "bench-console-admin-token-0001"
 TARGET_MS = 100.0
@@ -176,7 +176,7 @@ def statements(store: Store, database_url: str, listed: list[tuple[str, str]]) -
 
     config = dataclasses.replace(in_process_config(database_url), admin_token=ADMIN_TOKEN)
     app = create_app(config, store)
-    reader = app.extensions["bridge.console.reader"]
+    reader = app.extensions["bridge.web.console.reader"]
     event.listen(reader.engine, "before_cursor_execute", record)
     client = app.test_client()
     for _name, path in listed:

@@ -32,12 +32,12 @@ from sqlalchemy import create_engine, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge import migrate, outbox
-from bridge.intake import HttpIntake, batch_payload
-from bridge.models import OutboxItem
-from bridge.sender import Sender
-from bridge.store import Store
-from bridge.worker import Worker
+from bridge.delivery.intake import HttpIntake, batch_payload
+from bridge.delivery.sender import Sender
+from bridge.delivery.worker import Worker
+from bridge.storage import migrate, outbox
+from bridge.storage.models import OutboxItem
+from bridge.storage.store import Store
 from tests.sender_support import add_event, pipeline_outbound
 
 API_KEY = "bench-key"

@@ -42,13 +42,13 @@ from common import (
 )
 from sqlalchemy import event
 
-from bridge import migrate
-from bridge.app import create_app
 from bridge.config import Config, load_config
-from bridge.intake import FileSink
-from bridge.logs import configure_logging
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import FileSink
+from bridge.delivery.sender import Sender
+from bridge.operations.logs import configure_logging
+from bridge.storage import migrate
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 
 TARGET_RATIO = 1.2
 EMPTY_BACKLOG = 20_000

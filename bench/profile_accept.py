@@ -36,7 +36,7 @@ def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="profile-accept-", dir=os.environ.get("PROFILE_DIR")))
 
     from bridge.config import load_config
-    from bridge.multiproc import make_metrics_dir
+    from bridge.operations.multiproc import make_metrics_dir
 
     config = make_metrics_dir(
         load_config(
@@ -49,10 +49,10 @@ def main() -> None:
         ),
         os.environ,
     )
-    from bridge import migrate
-    from bridge.app import create_app
-    from bridge.logs import configure_logging
-    from bridge.store import Store
+    from bridge.operations.logs import configure_logging
+    from bridge.storage import migrate
+    from bridge.storage.store import Store
+    from bridge.web.app import create_app
     from tests.reliability.harness import running_body
 
     configure_logging(config)

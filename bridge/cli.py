@@ -42,10 +42,10 @@ def serve(config: Config, worker: bool) -> None:
     With --no-worker it runs the web server alone, for platforms that run ``pipeline-bridge worker`` separately.
     """
     from adapters.registry import load_adapters
-    from bridge import startup
-    from bridge.logs import configure_logging
-    from bridge.multiproc import metrics_dir
-    from bridge.web import run_gunicorn
+    from bridge.operations import startup
+    from bridge.operations.logs import configure_logging
+    from bridge.operations.multiproc import metrics_dir
+    from bridge.web.server import run_gunicorn
 
     registered = list(load_adapters())
     with metrics_dir(config) as config:
@@ -100,8 +100,8 @@ def worker(config: Config) -> None:
     Run on its own (compose, a second container), it can serve its delivery counters on
     BRIDGE_WORKER_METRICS_PORT, since the web server's /metrics only sees processes that share its directory.
     """
-    from bridge.logs import configure_logging
-    from bridge.worker import run_worker
+    from bridge.delivery.worker import run_worker
+    from bridge.operations.logs import configure_logging
 
     configure_logging(config)
     if config.worker_metrics_port and not config.metrics_dir:
@@ -120,9 +120,9 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(config: Config) -> None:
     """Apply every pending migration."""
-    from bridge import migrate
-    from bridge.logs import configure_logging
-    from bridge.store import Store
+    from bridge.operations.logs import configure_logging
+    from bridge.storage import migrate
+    from bridge.storage.store import Store
 
     configure_logging(config)
     migrate.upgrade(Store(config.database_url))
@@ -150,8 +150,8 @@ def dead_letters() -> None:
 @click.pass_obj
 def dead_letters_list(config: Config) -> None:
     """List dead letters with the intake's reason, one JSON object per line."""
-    from bridge import outbox
-    from bridge.store import Store
+    from bridge.storage import outbox
+    from bridge.storage.store import Store
 
     store = Store(config.database_url)
     try:
@@ -180,8 +180,8 @@ def dead_letters_list(config: Config) -> None:
 @click.pass_obj
 def dead_letters_redrive(config: Config, ids: tuple[int, ...]) -> None:
     """Queue dead letters for delivery again."""
-    from bridge.sender import redrive
-    from bridge.store import Store
+    from bridge.delivery.sender import redrive
+    from bridge.storage.store import Store
 
     store = Store(config.database_url)
     try:
@@ -201,9 +201,9 @@ def dead_letters_redrive(config: Config, ids: tuple[int, ...]) -> None:
 @click.pass_obj
 def prune(config: Config, dry_run: bool, enable_incremental_vacuum: bool) -> None:
     """Delete settled events past BRIDGE_RETENTION_DAYS now (the worker also does it periodically)."""
-    from bridge import retention
-    from bridge.logs import configure_logging
-    from bridge.store import Store
+    from bridge.operations import retention
+    from bridge.operations.logs import configure_logging
+    from bridge.storage.store import Store
 
     configure_logging(config)
     store = Store(config.database_url)
@@ -240,10 +240,10 @@ def _moment(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
 @click.pass_obj
 def replay(config: Config, app_name: str, username: str | None, since: Any, until: Any, dry_run: bool) -> None:
     """Map stored events again with today's mapping and queue what is inside the intake's 18-hour window."""
-    from bridge.logs import configure_logging
-    from bridge.replay import ReplayFilter
-    from bridge.replay import replay as run_replay
-    from bridge.store import Store
+    from bridge.operations.logs import configure_logging
+    from bridge.operations.replay import ReplayFilter
+    from bridge.operations.replay import replay as run_replay
+    from bridge.storage.store import Store
 
     configure_logging(config)
     store = Store(config.database_url)

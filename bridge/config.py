@@ -394,7 +394,8 @@ def declared_fields() -> Iterator[tuple[dataclasses.Field[Any], tuple[Variable, 
 
 # Every variable the bridge reads, with what it means: the README's configuration table and app.json's checks.
 VARIABLES = {variable.name: variable.meaning for _, variables in declared_fields() for variable in variables}
-# The fields whose values are secrets, redacted from every log line (bridge/logs.py) and masked by config check.
+# The fields whose values are secrets: redacted from every log line (bridge/operations/logs.py), masked by
+# config check.
 SECRET_FIELDS = frozenset(field.name for field, variables in declared_fields() if variables[0].secret)
 
 

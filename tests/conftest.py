@@ -14,10 +14,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from bridge import migrate
-from bridge.app import create_app
 from bridge.config import Config, load_config
-from bridge.store import Store
+from bridge.storage import migrate
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.intake_server import IntakeServer
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -17,8 +17,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from bridge.models import Base, Event
-from bridge.store import Store
+from bridge.storage.models import Base, Event
+from bridge.storage.store import Store
 from tests.conftest import TOKEN, USER
 
 SAMPLES = Path(__file__).parent / "samples" / "distelli"

@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import select
 
 from adapters.base import CI_PIPELINE, Outbound, pipeline_request, rfc3339
-from bridge import outbox
-from bridge.models import Event, OutboxItem
-from bridge.sender import PassResult, Sender
-from bridge.store import Store
+from bridge.delivery.sender import PassResult, Sender
+from bridge.storage import outbox
+from bridge.storage.models import Event, OutboxItem
+from bridge.storage.store import Store
 
 DD_API_KEY = "test-dd-api-key"
 

@@ -17,11 +17,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from adapters.base import DORA_DEPLOYMENT
-from bridge import migrate
-from bridge.app import create_app
 from bridge.config import Config
-from bridge.models import Event, OutboxItem
-from bridge.store import Store
+from bridge.storage import migrate
+from bridge.storage.models import Event, OutboxItem
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.conftest import TOKEN, USER
 from tests.ddschema import dora_problems, pipeline_problems
 

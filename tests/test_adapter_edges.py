@@ -17,8 +17,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from bridge.models import Event
-from bridge.store import Store
+from bridge.storage.models import Event
+from bridge.storage.store import Store
 from tests.test_adapter_samples import adapter, body, context, headers, received_at
 from tests.test_hooks_http import config, fresh, post  # noqa: F401  (config enables every native source)
 

@@ -14,12 +14,12 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from adapters.registry import ENTRY_POINT_GROUP, load_adapters
-from bridge.app import create_app
 from bridge.config import Config
-from bridge.intake import HttpIntake
-from bridge.models import Event
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.storage.models import Event
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.intake_server import IntakeServer
 
 TINY_ADAPTER = '''

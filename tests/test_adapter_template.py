@@ -15,11 +15,11 @@ import adapters
 from adapters import _template
 from adapters.base import RequestHeaders
 from adapters.registry import as_adapter, load_adapters
-from bridge.app import create_app
 from bridge.config import Config
-from bridge.intake import HttpIntake
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.ddschema import pipeline_problems
 from tests.intake_server import IntakeServer
 from tests.test_adapter_samples import context

@@ -16,7 +16,7 @@ import pytest
 import requests
 import structlog
 
-from bridge.store import Store
+from bridge.storage.store import Store
 from tests.conftest import OTHER_TOKEN, OTHER_USER, TOKEN, USER
 from tests.distelli_api import SQLITE_ONLY, DistelliApi, assert_error, sample, stored_events, stored_rows
 
@@ -114,7 +114,7 @@ def test_no_stored_row_holds_a_token(api: DistelliApi, store: Store) -> None:
 def test_no_log_event_carries_a_token_even_before_redaction(
     api: DistelliApi, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The routes must never hand a token to a logger; redaction in bridge.logs is the second line of defence."""
+    """The routes must never hand a token to a logger; redaction in bridge.operations.logs is the second defence."""
     caplog.set_level(logging.DEBUG)
     with structlog.testing.capture_logs() as events:
         _exercise_every_outcome(api)

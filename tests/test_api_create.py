@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bridge.store import Store
+from bridge.storage.store import Store
 from tests.distelli_api import RFC3339_MS, DistelliApi, sample, sample_bytes, stored_events
 
 SPEC_CREATES = [

@@ -8,10 +8,10 @@ import time
 
 from sqlalchemy import select
 
-from bridge.intake import HttpIntake
-from bridge.models import OutboxItem
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.storage.models import OutboxItem
+from bridge.storage.store import Store
 from tests.distelli_api import RFC3339_MS, DistelliApi
 from tests.intake_server import IntakeServer
 from tests.test_distelli_mapping import PUSH

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bridge.app import create_app
 from bridge.config import Config
-from bridge.store import Store
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.distelli_api import SQLITE_ONLY, DistelliApi, assert_error, stored_events
 
 BIG = b'{"commit_msg": "' + b"x" * (1024 * 1024) + b'"}'

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from flask.testing import FlaskClient
 
-from bridge.app import create_app
 from bridge.config import Config
+from bridge.web.app import create_app
 from tests.distelli_api import assert_error
 
 

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from bridge.app import create_app
 from bridge.config import Config
-from bridge.store import Store
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.conftest import OTHER_TOKEN, OTHER_USER
 from tests.distelli_api import DistelliApi, assert_error, sample, stored_events
 

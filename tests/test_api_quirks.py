@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from werkzeug.test import EnvironBuilder, TestResponse
 
-from bridge.store import Store
+from bridge.storage.store import Store
 from tests.conftest import TOKEN
 from tests.distelli_api import SQLITE_ONLY, DistelliApi, sample, sample_bytes, stored_events
 

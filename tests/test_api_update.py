@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bridge.models import OutboxItem
-from bridge.store import Store
+from bridge.storage.models import OutboxItem
+from bridge.storage.store import Store
 from tests.conftest import OTHER_TOKEN, OTHER_USER
 from tests.distelli_api import SQLITE_ONLY, DistelliApi, assert_error, sample, sample_bytes, stored_events
 

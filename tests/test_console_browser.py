@@ -22,8 +22,8 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from bridge.app import create_app
 from bridge.config import load_config
+from bridge.web.app import create_app
 from tests.intake_server import IntakeServer
 from tests.reliability.harness import APP, DD_API_KEY, TOKEN, USER, BridgeProcess, bridge_env, free_port
 

@@ -17,15 +17,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from bridge import attempts
-from bridge.app import create_app
 from bridge.config import Config, ConfigError, load_config
-from bridge.delivery_gate import DeliveryGate
-from bridge.intake import HttpIntake
-from bridge.logs import configure_logging
-from bridge.models import DeliveryAttempt, OutboxItem
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery import attempts
+from bridge.delivery.delivery_gate import DeliveryGate
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.operations.logs import configure_logging
+from bridge.storage.models import DeliveryAttempt, OutboxItem
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.conftest import TOKEN, USER
 from tests.intake_server import IntakeServer
 from tests.sender_support import add_event, pipeline_outbound
@@ -235,7 +235,7 @@ def test_search_finds_a_build_by_commit_prefix_unique_id_id_and_app(client: Flas
 def test_apps_and_sources_page_through_every_app_with_its_last_event_and_states(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bridge.console import queries
+    from bridge.web.console import queries
 
     monkeypatch.setattr(queries, "APPS_PAGE", 2)
     for app_name in ("app-c", "app-a", "app-b"):

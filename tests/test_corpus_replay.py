@@ -26,10 +26,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from bridge.intake import HttpIntake
-from bridge.models import Event
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.storage.models import Event
+from bridge.storage.store import Store
 from tests.intake_server import IntakeServer
 from tests.test_adapter_samples import adapter
 from tests.test_hooks_http import config, secret  # noqa: F401  (the config fixture enables every native source)

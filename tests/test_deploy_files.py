@@ -231,4 +231,4 @@ def test_heroku_installs_the_package_with_the_image_python() -> None:
 def test_the_command_check_refuses_what_the_cli_lacks() -> None:
     assert not is_cli_command(["pipeline-bridge", "serve", "--no-such-flag"])
     assert not is_cli_command(["pipeline-bridge", "db"])
-    assert not is_cli_command(["gunicorn", "bridge.wsgi:app"])
+    assert not is_cli_command(["gunicorn", "bridge.web.wsgi:app"])

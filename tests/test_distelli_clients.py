@@ -26,9 +26,9 @@ import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
-from bridge.intake import HttpIntake
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.storage.store import Store
 from tests.conftest import TOKEN, USER
 from tests.intake_server import IntakeServer
 from tests.sender_support import deliver_all

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from bridge.distelli_ingest import MAX_KEPT_BODIES, MAX_KEPT_BYTES
-from bridge.intake import HttpIntake
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.ingest.distelli_ingest import MAX_KEPT_BODIES, MAX_KEPT_BYTES
+from bridge.storage.store import Store
 from tests.distelli_api import DistelliApi, assert_error, stored_events, stored_rows
 from tests.intake_server import DORA_PATH, IntakeServer
 from tests.sender_support import deliver_all

@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bridge.intake import HttpIntake
-from bridge.models import OutboxItem
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.storage.models import OutboxItem
+from bridge.storage.store import Store
 from tests.distelli_api import DistelliApi, sample
 from tests.intake_server import DORA_PATH, IntakeServer
 from tests.test_distelli_mapping import PUSH, SHA

@@ -3,9 +3,9 @@ sees one running event (more only when a Running adds fields) and one final even
 
 from __future__ import annotations
 
-from bridge.intake import HttpIntake
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.storage.store import Store
 from tests.distelli_api import DistelliApi
 from tests.intake_server import IntakeServer
 from tests.sender_support import deliver_all

@@ -7,9 +7,9 @@ import datetime as dt
 from flask.testing import FlaskClient
 
 from bridge.config import Config
-from bridge.intake import HttpIntake
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.storage.store import Store
 from tests.conftest import TOKEN, USER
 from tests.intake_server import IntakeServer
 

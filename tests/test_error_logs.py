@@ -12,8 +12,8 @@ from flask import Flask, request
 from flask.testing import FlaskClient
 
 from bridge.config import Config
-from bridge.models import Event, insert_event
-from bridge.store import Store
+from bridge.storage.models import Event, insert_event
+from bridge.storage.store import Store
 from tests.conftest import TOKEN
 from tests.test_adapter_samples import SECRET, adapter, body, index
 from tests.test_ops_logs import logged as logged_fixture

@@ -130,7 +130,7 @@ def test_serve_into_a_log_pipe_keeps_every_line_json_and_binds_where_told(tmp_pa
     server = Serve(tmp_path, "--no-worker", BRIDGE_BIND_ADDRESS="0.0.0.0", BRIDGE_TOKENS="")
     assert server.stop() == 0
     assert server.plain_lines() == []  # docker logs, a dyno, a file: log pipelines parse every line
-    said = [(event["level"], event["event"]) for event in server.events("bridge.startup")]
+    said = [(event["level"], event["event"]) for event in server.events("bridge.operations.startup")]
     assert said[0][0] == "info"
     assert f"listening on http://localhost:{server.port} (every interface, 0.0.0.0:{server.port})" in said[0][1]
     assert said[1][0] == "warning" and said[1][1].startswith("WARNING: BRIDGE_TOKENS is empty")

@@ -1,4 +1,4 @@
-"""Concurrent writes share transactions on SQLite (bridge/groupcommit.py) and stay each request's own.
+"""Concurrent writes share transactions on SQLite (bridge/storage/groupcommit.py) and stay each request's own.
 
 What a client sees must not change: every accepted request is stored before it is answered, a request that fails
 fails alone, and on SQLite the concurrent writes of one process cost fewer commits than writes.
@@ -15,9 +15,9 @@ from flask import Flask
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from bridge.errors import NotFound
-from bridge.models import Event, OutboxItem
-from bridge.store import Store
+from bridge.storage.models import Event, OutboxItem
+from bridge.storage.store import Store
+from bridge.web.errors import NotFound
 from tests.conftest import TOKEN, USER
 from tests.reliability.harness import running_body
 

@@ -22,10 +22,10 @@ from structlog.testing import capture_logs
 from adapters.payload import read_source_time
 from adapters.target import rfc3339
 from bridge.config import Config
-from bridge.intake import HttpIntake
-from bridge.models import Event, OutboxItem
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.storage.models import Event, OutboxItem
+from bridge.storage.store import Store
 from tests.intake_server import IntakeServer
 from tests.test_adapter_samples import NATIVE, SECRET, adapter, body, index, parse, received_at
 
@@ -194,7 +194,7 @@ def test_an_unknown_source_is_a_404(client: FlaskClient, path: str) -> None:
 
 
 def test_a_source_without_a_secret_is_disabled(make_config: Callable[..., Config], store: Store) -> None:
-    from bridge.app import create_app
+    from bridge.web.app import create_app
 
     only_github = make_config(DATABASE_URL=store.database_url, BRIDGE_HOOK_SECRETS=f"github:{secret('github')}")
     client = create_app(only_github, store).test_client()

@@ -10,7 +10,7 @@ import sys
 
 from alembic.script import ScriptDirectory
 
-from bridge import migrate
+from bridge.storage import migrate
 
 
 def _imported_after(code: str) -> set[str]:
@@ -26,7 +26,7 @@ def test_the_head_revision_read_for_readyz_is_alembics() -> None:
 
 
 def test_the_delivery_worker_loads_neither_flask_nor_alembic() -> None:
-    imported = _imported_after("import bridge.cli, bridge.logs, bridge.worker")
+    imported = _imported_after("import bridge.cli, bridge.operations.logs, bridge.delivery.worker")
 
     assert "sqlalchemy" in imported
     assert not imported & {"flask", "werkzeug", "alembic", "mako", "apispec"}
@@ -34,7 +34,7 @@ def test_the_delivery_worker_loads_neither_flask_nor_alembic() -> None:
 
 def test_the_web_app_loads_neither_alembic_nor_apispec_until_asked() -> None:
     imported = _imported_after(
-        "import os\nfrom bridge.app import create_app\nfrom bridge.config import load_config\n"
+        "import os\nfrom bridge.web.app import create_app\nfrom bridge.config import load_config\n"
         "create_app(load_config({'DATABASE_URL': 'sqlite://', 'BRIDGE_TOKENS': 'u:t'}))"
     )
 

@@ -15,7 +15,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from bridge import list_query, openapi
+from bridge.listing import list_query
+from bridge.web import openapi
 from tests.conftest import TOKEN, USER
 
 EXAMPLES_PER_OPERATION = 40  # x 6 operations x 2 databases: about 500 requests

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from bridge import migrate
-from bridge.app import create_app
 from bridge.config import Config
-from bridge.intake import HttpIntake
-from bridge.sender import Sender, SenderSettings
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender, SenderSettings
+from bridge.storage import migrate
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.distelli_api import DistelliApi, sample
 from tests.intake_server import IntakeServer
 from tests.sender_support import deliver_all, start_worker, wait_until

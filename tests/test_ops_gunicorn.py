@@ -180,7 +180,7 @@ def test_the_container_health_check_command(bridge: Server, tmp_path: Path) -> N
     "command",
     [
         ["pipeline-bridge", "serve", "--no-worker"],
-        ["gunicorn", "-c", "python:bridge.gunicorn_conf", "bridge.wsgi:app"],
+        ["gunicorn", "-c", "python:bridge.web.gunicorn_conf", "bridge.web.wsgi:app"],
     ],
     ids=["serve", "gunicorn"],
 )

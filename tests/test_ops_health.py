@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 from flask.testing import FlaskClient
 
-from bridge.app import create_app
 from bridge.config import Config
-from bridge.intake import HttpIntake
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.conftest import TOKEN, USER
 from tests.intake_server import IntakeServer
 

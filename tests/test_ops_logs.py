@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from bridge.config import Config
-from bridge.logs import configure_logging
+from bridge.operations.logs import configure_logging
 from tests.conftest import TOKEN, USER
 
 DD_KEY = "0123456789abcdef0123456789abcdef"

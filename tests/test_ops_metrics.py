@@ -14,13 +14,13 @@ import requests
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge import migrate
-from bridge.app import create_app
 from bridge.config import Config
-from bridge.intake import HttpIntake
-from bridge.multiproc import make_metrics_dir, remove_metrics_dir
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.operations.multiproc import make_metrics_dir, remove_metrics_dir
+from bridge.storage import migrate
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.conftest import TOKEN, USER
 from tests.intake_server import IntakeServer
 from tests.sender_support import wait_until

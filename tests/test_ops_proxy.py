@@ -8,8 +8,8 @@ import pytest
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from bridge.app import create_app
 from bridge.config import Config
+from bridge.web.app import create_app
 
 # Two proxies: the outer one saw the client 198.51.100.7 over http, the inner one saw the outer one over https.
 FORWARDED = {

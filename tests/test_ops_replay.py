@@ -11,15 +11,15 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from bridge import migrate
-from bridge.app import create_app
 from bridge.cli import main
 from bridge.config import Config
-from bridge.intake import HttpIntake
-from bridge.models import Event
-from bridge.replay import ReplayFilter, replay
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.operations.replay import ReplayFilter, replay
+from bridge.storage import migrate
+from bridge.storage.models import Event
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.conftest import TOKEN, USER
 from tests.distelli_api import DistelliApi
 from tests.intake_server import IntakeServer

@@ -12,14 +12,14 @@ from typing import Any
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from bridge import migrate, outbox
 from bridge.cli import main
 from bridge.config import Config
-from bridge.intake import HttpIntake
-from bridge.models import Event
-from bridge.retention import RetentionPolicy, prune
-from bridge.sender import Sender
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.operations.retention import RetentionPolicy, prune
+from bridge.storage import migrate, outbox
+from bridge.storage.models import Event
+from bridge.storage.store import Store
 from tests.conftest import TOKEN, USER
 from tests.distelli_api import DistelliApi, sample
 from tests.intake_server import IntakeServer

@@ -14,10 +14,10 @@ from flask.testing import FlaskClient
 
 from adapters.payload import read_source_time
 from bridge.config import Config
-from bridge.intake import HttpIntake
-from bridge.sender import Sender
-from bridge.stale import CLOSED_TAG, close_stale_runs
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.operations.stale import CLOSED_TAG, close_stale_runs
+from bridge.storage.store import Store
 from tests.distelli_api import DistelliApi
 from tests.intake_server import IntakeServer
 from tests.sender_support import deliver_all, start_worker, wait_until
@@ -128,8 +128,8 @@ def _runs_with_a_running_step() -> list[tuple[str, list[str]]]:
 def test_a_webhook_run_that_stops_after_running_is_closed_with_the_intakes_consent(
     make_config: Callable[..., Config], database_url: str, intake: IntakeServer, source: str, run: list[str]
 ) -> None:
-    from bridge import migrate
-    from bridge.app import create_app
+    from bridge.storage import migrate
+    from bridge.web.app import create_app
 
     config = make_config(DATABASE_URL=database_url, BRIDGE_HOOK_SECRETS=SECRETS, BRIDGE_STALE_RUN_HOURS=STALE_HOURS)
     store = Store(config.database_url)

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 
 from bridge.config import Config
-from bridge.store import Store
-from bridge.upkeep import ADVISORY_KEY, Upkeep, exclusive
+from bridge.operations.upkeep import ADVISORY_KEY, Upkeep, exclusive
+from bridge.storage.store import Store
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from adapters.base import DORA_DEPLOYMENT, Outbound
-from bridge import outbox
 from bridge.config import Config
-from bridge.intake import BATCH_LIMITS, MAX_BATCH_BYTES, HttpIntake
-from bridge.sender import Sender
-from bridge.store import Store
-from bridge.worker import make_intake
+from bridge.delivery.intake import BATCH_LIMITS, MAX_BATCH_BYTES, HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.delivery.worker import make_intake
+from bridge.storage import outbox
+from bridge.storage.store import Store
 from tests.intake_server import DORA_PATH, MAX_BYTES, IntakeServer
 from tests.sender_support import accepted_ids, add_event, deliver_all, fill, pipeline_outbound, rows, states
 

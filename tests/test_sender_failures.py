@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import update
 from structlog.testing import capture_logs
 
-from bridge import metrics, outbox
-from bridge.intake import HttpIntake
-from bridge.models import OutboxItem
-from bridge.sender import RetryPolicy, Sender, SenderSettings
-from bridge.store import Store
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import RetryPolicy, Sender, SenderSettings
+from bridge.operations import metrics
+from bridge.storage import outbox
+from bridge.storage.models import OutboxItem
+from bridge.storage.store import Store
 from tests.intake_server import PIPELINE_PATH, IntakeServer
 from tests.sender_support import accepted_ids, add_event, deliver_all, fill, pipeline_outbound, rows, states
 

@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from bridge.config import Config
-from bridge.models import Event
-from bridge.store import Store
+from bridge.storage.models import Event
+from bridge.storage.store import Store
 from tests.conftest import TOKEN, USER
 from tests.reliability.harness import APP, running_body
 from tests.test_adapter_samples import NATIVE, SECRET, adapter, body, index, parse

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge import outbox
-from bridge.intake import HttpIntake
-from bridge.sender import Sender
-from bridge.store import Store
-from bridge.worker import BATCH_LINGER_SECONDS
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.delivery.worker import BATCH_LINGER_SECONDS
+from bridge.storage import outbox
+from bridge.storage.store import Store
 from tests.intake_server import IntakeServer
 from tests.sender_support import (
     accepted_ids,
@@ -157,7 +157,7 @@ def test_sigterm_while_the_intake_never_answers_releases_the_batch_and_exits_0(
 ) -> None:
     unique_ids = fill(store, 50)
     intake.hold()
-    script = "import os; from bridge.config import load_config; from bridge.worker import run_worker; "
+    script = "import os; from bridge.config import load_config; from bridge.delivery.worker import run_worker; "
     script += "run_worker(load_config(os.environ), stop_grace=1.0)"  # the 25 s grace, shortened
     worker = start_worker(store.database_url, intake.url, tmp_path / "w.log", command=["-c", script])
     processes.append(worker)

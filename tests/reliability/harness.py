@@ -25,8 +25,8 @@ from typing import Any
 import requests
 
 from adapters.base import MappingContext
-from bridge.outbox import PENDING, counts_by_state
-from bridge.store import Store
+from bridge.storage.outbox import PENDING, counts_by_state
+from bridge.storage.store import Store
 from tests.intake_server import PIPELINE_PATH, IntakeServer
 
 CONSOLE_SCRIPT = str(Path(sys.executable).with_name("pipeline-bridge"))

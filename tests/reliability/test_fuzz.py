@@ -31,10 +31,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters import distelli
-from bridge import migrate
-from bridge.app import create_app
 from bridge.config import Config
-from bridge.store import Store
+from bridge.storage import migrate
+from bridge.storage.store import Store
+from bridge.web.app import create_app
 from tests.conftest import TOKEN, USER
 from tests.reliability.harness import APP, running_body
 from tests.test_adapter_samples import NATIVE, SAMPLES, SECRET, adapter, index

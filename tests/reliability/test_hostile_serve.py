@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from bridge.migrate import MIGRATIONS_PENDING
+from bridge.storage.migrate import MIGRATIONS_PENDING
 from tests.intake_server import IntakeServer
 from tests.reliability.harness import (
     APP,

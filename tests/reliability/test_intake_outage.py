@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from bridge.sender import RetryPolicy
+from bridge.delivery.sender import RetryPolicy
 from tests.intake_server import PIPELINE_PATH, IntakeServer
 from tests.reliability.harness import (
     BridgeProcess,

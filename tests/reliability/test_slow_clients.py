@@ -1,6 +1,6 @@
 """No client, however slow, stalls the bridge: real sockets against ``pipeline-bridge serve`` (2 web processes).
 
-Before bridge/http_worker.py, eight connections trickling header lines held every gunicorn thread (``/healthz``
+Before bridge/web/http_worker.py, eight connections trickling header lines held every gunicorn thread (``/healthz``
 waited over 90 s) and idle connections held one each for 5 s. The full 500/200/500 scenario and its p99 are
 measured by ``bench/bench_slow_clients.py``; here a smaller crowd, still many times the 8 threads, must not delay a
 normal request, and each kind of slow connection must be ended on time, with a 408 in the JSON error shape where
@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from bridge.config import load_config
-from bridge.http_worker import BODY_SECONDS, HEAD_SECONDS
-from bridge.web import gunicorn_options
+from bridge.web.http_worker import BODY_SECONDS, HEAD_SECONDS
+from bridge.web.server import gunicorn_options
 from tests.reliability.harness import (
     APP,
     CONSOLE_SCRIPT,

@@ -149,9 +149,9 @@ def test_a_lock_file_that_cannot_be_opened_is_a_503_with_the_reason_on_readyz_li
 def test_a_read_only_database_is_a_503_with_the_reason_on_readyz_and_create_and_still_lists(
     tmp_path: Path, make_config: Any, sqlite_url: str
 ) -> None:
-    from bridge import migrate
-    from bridge.app import create_app
-    from bridge.store import Store
+    from bridge.storage import migrate
+    from bridge.storage.store import Store
+    from bridge.web.app import create_app
     from tests.conftest import TOKEN, USER
     from tests.reliability.harness import APP
 

@@ -1,0 +1,68 @@
+"""The one ingest path: store a source's event and enqueue its translation, in the caller's transaction.
+
+Distelli events (:mod:`bridge.ingest.distelli_ingest`) and webhooks (:mod:`bridge.ingest.hooks`) both end here,
+so an accepted event and what it maps to always commit together whatever the source. The refusals the write paths
+raise are domain errors without HTTP statuses; the routes map them (:mod:`bridge.web.routes.ingest_errors`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from adapters.base import MappingContext, Outbound
+from bridge.config import Config
+from bridge.storage import outbox
+from bridge.storage.models import Event, insert_event
+
+# How a source maps a stored event: given the event (with its id) and the installation's mapping context.
+Translate = Callable[[Event, MappingContext], Sequence[Outbound]]
+
+
+class IngestError(Exception):
+    """A request the write path refuses, with per-field messages; nothing it did is committed."""
+
+    def __init__(self, message: str, fields: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = dict(fields) if fields else None
+
+
+class UnknownEvent(IngestError):
+    """The event to change does not exist where the request looked for it."""
+
+
+class FinishedEvent(IngestError):
+    """The event is final and can no longer change."""
+
+
+class InvalidRecord(IngestError):
+    """The values cannot be stored, or contradict what is stored."""
+
+
+def mapping_context(config: Config, received_at: dt.datetime) -> MappingContext:
+    """The installation-wide facts every adapter's mapping may use, at this request's receipt time."""
+    return MappingContext(
+        installation_id=config.installation_id,
+        public_url=config.public_url,
+        received_at=received_at,
+        author_emails=config.author_emails,
+        author_email_template=config.author_email_template,
+        service_names=config.service_names,
+    )
+
+
+def ingest(session: Session, config: Config, event: Event, translate: Translate, received_at: dt.datetime) -> int:
+    """Store ``event`` and enqueue what ``translate`` maps it to; returns how many bodies were queued.
+
+    A new event (no id yet) is inserted first, so the mapping can derive ids from it; an event loaded in this
+    session was changed in place and is written by the commit.
+    """
+    if event.id is None:
+        insert_event(session, event)
+    outbounds = translate(event, mapping_context(config, received_at))
+    outbox.enqueue(session, event.id, outbounds, received_at)
+    return len(outbounds)

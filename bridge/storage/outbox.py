@@ -1,0 +1,329 @@
+"""The durable outbox: intake bodies written in the same transaction as the event they came from.
+
+Because an accepted event and its translation commit together, a crash can lose neither; the sender reads
+this table at its own pace. States: ``pending`` (to send, at ``next_attempt_at``), ``delivered``, ``superseded``
+(a running event whose final event was sent in its place), ``expired`` (the intake would refuse it as too old)
+and ``dead`` (the intake refused it as invalid; kept for redrive).
+
+Every write the sender makes is one set-based statement guarded by the lease, so a worker whose lease passed to
+another never overwrites what the other recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session, aliased
+
+from adapters.target import CI_PIPELINE, INTAKE_WINDOW, Outbound
+from bridge.operations import metrics
+from bridge.storage.models import OutboxItem
+
+PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD = "pending", "delivered", "superseded", "expired", "dead"
+STATES = (PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD)
+WINDOW_PASSED = "the intake's 18-hour window passed before it could be delivered"
+
+
+def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now: dt.datetime) -> None:
+    """Add the mapped bodies of one event; those the mapping found too old are stored as expired, not sent.
+
+    One Core INSERT (executemany) rather than ORM objects: nothing reads the rows back in this transaction.
+    """
+    rows = [
+        {
+            "event_id": event_id,
+            "kind": outbound.kind,
+            "unique_id": outbound.unique_id,
+            "level": outbound.level,
+            "final": outbound.final,
+            "body": outbound.body,
+            "end_time": outbound.end,
+            "state": EXPIRED if outbound.expired_reason else PENDING,
+            "reason": outbound.expired_reason,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for outbound in outbounds
+    ]
+    if rows:
+        session.connection().execute(_INSERT, rows)
+        metrics.count_expired("arrived_too_old", sum(row["state"] == EXPIRED for row in rows))
+
+
+@dataclasses.dataclass(frozen=True)
+class Claimed:
+    """One claimed row: what ordering, superseding and expiry need, and the event as it goes into a batch."""
+
+    id: int
+    kind: str
+    unique_id: str
+    level: str
+    final: bool
+    end_time: dt.datetime | None
+    attempts: int
+    event: bytes
+
+
+@dataclasses.dataclass
+class Claim:
+    """What one claim took: rows to send (leased to the claimer), and rows it settled without sending."""
+
+    to_send: list[Claimed] = dataclasses.field(default_factory=list)
+    expired: list[Claimed] = dataclasses.field(default_factory=list)
+    superseded: list[Claimed] = dataclasses.field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.to_send) + len(self.expired) + len(self.superseded)
+
+
+# Core statements on the table: the sender's updates touch many rows by id and need none of the ORM's bookkeeping.
+_TABLE = OutboxItem.metadata.tables[OutboxItem.__tablename__]
+_INSERT = insert(_TABLE)
+
+# The event as a batch carries it, cut from the stored JSON text by the database: a pipeline body's ``data``
+# object, a deployment whole. Parsing and re-encoding every body in Python would halve delivery throughput.
+_EVENT_JSON = case(
+    (OutboxItem.kind == CI_PIPELINE, OutboxItem.body["data"].as_string()), else_=cast(OutboxItem.body, Text)
+)
+
+
+def claim(
+    session: Session,
+    worker_id: str,
+    now: dt.datetime,
+    lease_until: dt.datetime,
+    limit: int,
+    kinds: Collection[str],
+    skip_locked: bool,
+) -> Claim:
+    """Lease up to ``limit`` due rows, oldest first, at most one per ``unique_id`` so none overtakes another.
+
+    A row waits while an older row of its ``unique_id`` is pending. Rows past the intake's window are expired and
+    running rows whose final event is pending or delivered are superseded here, so they are never sent.
+    """
+    older = aliased(OutboxItem)
+    blocked_by_older = (
+        select(older.id)
+        .where(older.unique_id == OutboxItem.unique_id, older.id < OutboxItem.id, older.state == PENDING)
+        .exists()
+    )
+    due = (
+        select(
+            OutboxItem.id,
+            OutboxItem.kind,
+            OutboxItem.unique_id,
+            OutboxItem.level,
+            OutboxItem.final,
+            OutboxItem.end_time,
+            OutboxItem.attempts,
+            _EVENT_JSON,
+        )
+        .where(
+            OutboxItem.state == PENDING,
+            OutboxItem.kind.in_(kinds),
+            OutboxItem.next_attempt_at <= now,
+            (OutboxItem.lease_until.is_(None)) | (OutboxItem.lease_until < now),
+            ~blocked_by_older,
+        )
+        .order_by(OutboxItem.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True, of=OutboxItem.__table__)
+    rows = [
+        Claimed(id_, kind, unique_id, level, final, end_time, attempts, event.encode())
+        for id_, kind, unique_id, level, final, end_time, attempts, event in session.execute(due)
+    ]
+    result = Claim()
+    if not rows:
+        return result
+    final_ids = _newest_final_ids(session, {row.unique_id for row in rows if not row.final})
+    for row in rows:
+        if row.kind == CI_PIPELINE and row.end_time is not None and row.end_time + INTAKE_WINDOW <= now:
+            result.expired.append(row)
+        elif not row.final and final_ids.get((row.unique_id, row.level), 0) > row.id:
+            result.superseded.append(row)
+        else:
+            result.to_send.append(row)
+    _set(session, [row.id for row in result.expired], None, state=EXPIRED, reason=WINDOW_PASSED)
+    metrics.count_expired("waited", len(result.expired))
+    _set(session, [row.id for row in result.superseded], None, state=SUPERSEDED, delivered_at=now, reason=None)
+    _set(session, [row.id for row in result.to_send], None, lease_owner=worker_id, lease_until=lease_until)
+    return result
+
+
+def _newest_final_ids(session: Session, unique_ids: Collection[str]) -> dict[tuple[str, str], int]:
+    """For these runs, the id of the newest final row per level that is pending or delivered."""
+    if not unique_ids:
+        return {}
+    rows = session.execute(
+        select(OutboxItem.unique_id, OutboxItem.level, func.max(OutboxItem.id))
+        .where(
+            OutboxItem.unique_id.in_(unique_ids),
+            OutboxItem.final.is_(True),
+            OutboxItem.state.in_((PENDING, DELIVERED)),
+        )
+        .group_by(OutboxItem.unique_id, OutboxItem.level)
+    ).all()
+    return {(unique_id, level): newest for unique_id, level, newest in rows}
+
+
+def _set(session: Session, ids: Sequence[int], worker_id: str | None, **values: Any) -> int:
+    """Update rows by id in one statement; with ``worker_id``, only those whose lease that worker still holds."""
+    if not ids:
+        return 0
+    statement = update(_TABLE).where(_ids_in(session, ids))
+    if worker_id is not None:
+        statement = statement.where(_TABLE.c.lease_owner == worker_id, _TABLE.c.lease_until.is_not(None))
+    return _rowcount(session.execute(statement.values(**values)))
+
+
+def _ids_in(session: Session, ids: Sequence[int]) -> ColumnElement[bool]:
+    """``id IN (...)``; on PostgreSQL one array parameter, since a thousand separate ones cost more than the update."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _TABLE.c.id == any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(BigInteger)))
+    return _TABLE.c.id.in_(ids)
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
+
+
+def finish(
+    session: Session,
+    ids: Sequence[int],
+    worker_id: str,
+    state: str,
+    now: dt.datetime,
+    reason: str | None = None,
+    remote_id: str | None = None,
+) -> int:
+    """Record the end of delivery for rows still leased to ``worker_id``; returns how many were recorded."""
+    values: dict[str, Any] = {"state": state, "reason": reason, "lease_until": None}
+    if state in (DELIVERED, SUPERSEDED):
+        values["delivered_at"] = now
+    if remote_id is not None:
+        values["remote_id"] = remote_id
+    return _set(session, ids, worker_id, **values)
+
+
+def release(session: Session, ids: Sequence[int], worker_id: str) -> int:
+    """Give rows back untouched (no attempt counted), so any worker may take them at once."""
+    return _set(session, ids, worker_id, lease_owner=None, lease_until=None)
+
+
+def renew(session: Session, ids: Sequence[int], worker_id: str, lease_until: dt.datetime) -> int:
+    """Extend our lease on rows still being worked on, so a long pass is not taken over halfway."""
+    return _set(session, ids, worker_id, lease_until=lease_until)
+
+
+def reschedule(
+    session: Session, ids: Sequence[int], worker_id: str, next_attempt_at: dt.datetime, reason: str
+) -> tuple[int, int]:
+    """Count a failed attempt and schedule the next one; rows that would then be too old are expired instead.
+
+    Returns (rescheduled, expired).
+    """
+    if not ids:
+        return 0, 0
+    columns = _TABLE.c
+    too_old = and_(
+        columns.kind == CI_PIPELINE,
+        columns.end_time.is_not(None),
+        columns.end_time <= next_attempt_at - INTAKE_WINDOW,
+    )
+    owned = and_(_ids_in(session, ids), columns.lease_owner == worker_id, columns.lease_until.is_not(None))
+    expired = session.execute(
+        update(_TABLE)
+        .where(owned, too_old)
+        .values(state=EXPIRED, reason=f"{WINDOW_PASSED} (last attempt: {reason})", lease_until=None)
+    )
+    rescheduled = session.execute(
+        update(_TABLE)
+        .where(owned)
+        .values(
+            attempts=columns.attempts + 1,
+            next_attempt_at=next_attempt_at,
+            reason=f"last attempt: {reason}",
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
+    metrics.count_expired("waited", _rowcount(expired))
+    return _rowcount(rescheduled), _rowcount(expired)
+
+
+def redrive(session: Session, now: dt.datetime, outbox_ids: Sequence[int] | None = None) -> int:
+    """Queue dead letters again (all, or the given ids); returns how many.
+
+    A running event whose final event was delivered since is superseded instead: sending it now would show a
+    finished run as running again.
+    """
+    statement = select(OutboxItem).where(OutboxItem.state == DEAD)
+    if outbox_ids:
+        statement = statement.where(OutboxItem.id.in_(outbox_ids))
+    rows = list(session.scalars(statement.order_by(OutboxItem.id)))
+    final_ids = _newest_final_ids(session, {row.unique_id for row in rows if not row.final})
+    stale = [row.id for row in rows if not row.final and final_ids.get((row.unique_id, row.level), 0) > row.id]
+    fresh = [row.id for row in rows if row.id not in set(stale)]
+    _set(session, stale, None, state=SUPERSEDED, delivered_at=now, reason="its final event was delivered")
+    _set(session, fresh, None, state=PENDING, attempts=0, next_attempt_at=now, reason=None, lease_until=None)
+    return len(rows)
+
+
+def dead_letters(session: Session) -> list[OutboxItem]:
+    """Every row the intake refused as invalid, oldest first."""
+    return list(session.scalars(select(OutboxItem).where(OutboxItem.state == DEAD).order_by(OutboxItem.id)))
+
+
+def delivery_summary(session: Session, event_ids: list[int]) -> dict[int, dict[str, object]]:
+    """The delivery state of each event as a client should see it: the least advanced of its outbox rows.
+
+    A superseded row counts as delivered, since its final event went in its place. ``remote_id`` is the id the
+    intake answered with (DORA deployments), present once there is one.
+    """
+    if not event_ids:
+        return {}
+    rows = session.execute(
+        select(OutboxItem.event_id, OutboxItem.state, OutboxItem.reason, OutboxItem.delivered_at, OutboxItem.remote_id)
+        .where(OutboxItem.event_id.in_(event_ids))
+        .order_by(OutboxItem.id)
+    ).all()
+    rank = {DEAD: 0, EXPIRED: 1, PENDING: 2, DELIVERED: 3}
+    summary: dict[int, dict[str, object]] = {}
+    remote_ids: dict[int, str] = {}
+    for event_id, state, reason, delivered_at, remote_id in rows:
+        if remote_id:
+            remote_ids.setdefault(event_id, remote_id)
+        shown = DELIVERED if state == SUPERSEDED else state
+        current = summary.get(event_id)
+        if current is None or rank[shown] < rank[str(current["state"])]:
+            summary[event_id] = {"state": shown, "reason": reason, "delivered_at": delivered_at}
+    for event_id, remote_id in remote_ids.items():
+        summary[event_id]["remote_id"] = remote_id
+    return summary
+
+
+def counts_by_state(session: Session) -> dict[str, int]:
+    rows = session.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state)).all()
+    return {state: count for state, count in rows}

@@ -1,0 +1,387 @@
+"""The database connection: one engine and session factory per app or worker, tuned for durability.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` so an answered request survives a power cut, and every
+transaction starts with ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of failing
+with "database is locked" when a read lock cannot be upgraded. PostgreSQL needs nothing special.
+
+Before that BEGIN, a SQLite transaction takes a lock of its own (a thread lock in the process, then ``flock`` on
+``<database>.lock`` between processes): SQLite's busy handler sleeps up to 100 ms at a time while it waits, which
+showed as stalls of most of a second when the web workers and the delivery worker collided, whereas a waiter on
+this lock goes ahead within a millisecond of its release.
+
+Faults an operator causes or suffers become a :class:`StorageUnavailable` with the reason, which the routes answer
+as 503 and /readyz reports, instead of a 500 or a silent loss: the SQLite file deleted or replaced under the running
+bridge (every later write would go into an unlinked inode, lost at the next restart), a disk that refuses writes
+(remembered until a probe write passes, after which the WAL is checkpointed back to nothing so it does not eat the
+freed space again), and a lock file that cannot be opened.
+
+Every string bound to a statement passes :func:`storable` first: neither driver can encode a lone surrogate to
+UTF-8 and PostgreSQL text refuses NUL, so both become U+FFFD instead of failing the request. JSON columns are
+written with :func:`storable_json` for the same reason (PostgreSQL refuses the ``\\u0000`` escape too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.storage.groupcommit import GroupCommit
+
+T = TypeVar("T")
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How often, at most, a store whose disk refused a write tries a probe write to learn that writes pass again.
+WRITE_PROBE_SECONDS = 1.0
+# Less free space than this where the SQLite file lives and /readyz says the disk is full: a few hundred pages of
+# WAL, below which the next burst of writes fails.
+DISK_FREE_FLOOR_BYTES = 1024 * 1024
+# SQLite's result codes that mean "this database takes no writes now", with the reason a 503 gives.
+_SQLITE_REFUSALS = {
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_IOERR: "the disk refused a write (I/O error)",
+    sqlite3.SQLITE_READONLY: "the database is read-only",
+    sqlite3.SQLITE_CANTOPEN: "the database file cannot be opened",
+}
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# A JSON ``\\u0000`` escape whose backslash is not itself escaped.
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+# One encoder, built once (``json.dumps`` with any option builds a new one per call): the output of
+# ``json.dumps(value, ensure_ascii=False)``.
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+class StorageUnavailable(Exception):
+    """The database cannot take this transaction for a reason an operator must fix or wait out: a 503 with it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Store:
+    """Owns the engine and hands out sessions whose transaction commits on success and rolls back on error."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.engine = make_engine(database_url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        path = _sqlite_path(database_url)
+        self._writer_lock = WriterLock(Path(f"{path}.lock")) if path else None
+        self._group_commit = GroupCommit(self.transaction) if self.is_sqlite else None
+        self._file = DatabaseFile(path) if path else None
+        if self._file is not None:
+            event.listen(self.engine, "connect", self._file.on_connect)
+        self._refused: str | None = None
+        self._next_probe = 0.0
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session inside one committed-or-rolled-back transaction."""
+        if self._file is not None:
+            self._file.check()
+        try:
+            with self._held(), self._sessions() as session, session.begin():
+                yield session
+        except DBAPIError as exc:
+            refusal = write_refusal(exc)
+            if refusal is not None and self.is_sqlite:
+                self._refused, self._next_probe = refusal, time.monotonic() + WRITE_PROBE_SECONDS
+            raise
+        if self._refused is not None:
+            self.writes_refused()
+
+    def writes_refused(self) -> str | None:
+        """Why this database takes no writes now, or None; cheap enough for every /readyz.
+
+        A deleted or replaced file stays refused until a restart. A refused write (disk full) is remembered, and
+        at most once a second a probe write checks whether writes pass again; the first that does checkpoints
+        and truncates the WAL, which grew while nothing could be checkpointed. A process that has not seen a
+        write fail (each web worker and the delivery worker remember their own) reads the free space instead.
+        """
+        if self._file is not None:
+            self._file.check()
+            if self._refused is None:
+                return self._file.unwritable()
+        if self._refused is None or time.monotonic() < self._next_probe:
+            return self._refused
+        self._next_probe = time.monotonic() + WRITE_PROBE_SECONDS
+        try:
+            self._probe_write()
+        except DBAPIError as exc:
+            self._refused = write_refusal(exc) or self._refused
+        else:
+            self._refused = None
+        return self._refused
+
+    def _probe_write(self) -> None:
+        """Write one row unchanged (a real page in the WAL), then checkpoint the WAL into the file and truncate it."""
+        with self._held(), self.engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
+        with self._held(), self.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _held(self) -> contextlib.AbstractContextManager[None]:
+        return self._writer_lock.held() if self._writer_lock else contextlib.nullcontext()
+
+    def write(self, function: Callable[[Session], T]) -> T:
+        """``function(session)`` in a committed transaction: on SQLite one shared with the writes other threads of
+        this process make at the same moment (:mod:`bridge.storage.groupcommit`), so they pay one lock and one fsync.
+        ``function`` must not call ``write`` itself."""
+        if self._group_commit is not None:
+            return self._group_commit.run(function)
+        with self.transaction() as session:
+            return function(session)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self._writer_lock:
+            self._writer_lock.close()
+
+
+def write_refusal(error: DBAPIError) -> str | None:
+    """The reason when ``error`` says the database takes no writes (disk full, read-only), else None."""
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    return _SQLITE_REFUSALS.get(code & 0xFF)
+
+
+def make_engine(database_url: str) -> Engine:
+    # hide_parameters: a statement error's message would otherwise quote every bound value (a whole webhook body)
+    # into the log line of the 500 it causes.
+    options: dict[str, Any] = {"hide_parameters": True, "json_serializer": storable_json}
+    if database_url.startswith("sqlite"):
+        _create_sqlite_parent(database_url)
+        engine = create_engine(database_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **options)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+    else:
+        engine = create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5, **options)
+    event.listen(engine, "before_cursor_execute", _storable_parameters, retval=True)
+    return engine
+
+
+def storable(value: str) -> str:
+    """``value`` with NUL and lone surrogates (which no driver can store) replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
+def replace_unstorable(data: Any) -> Any:
+    """``data`` (parsed JSON: dicts, lists, scalars) with :func:`storable` applied to every string and key, in
+    place; iterative, so a payload nested as deep as the JSON parser allows cannot exhaust the stack here."""
+    if isinstance(data, str):
+        return storable(data)
+    stack = [data] if isinstance(data, dict | list) else []
+    while stack:
+        node = stack.pop()
+        for key, value in list(node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(value, dict | list):
+                stack.append(value)
+            elif _unstorable(value):
+                node[key] = storable(value)
+            if isinstance(node, dict) and _unstorable(key):
+                node[storable(key)] = node.pop(key)
+    return data
+
+
+def _unstorable(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    # isascii is a flag read, so the common case costs one call; only non-ASCII text needs the regex.
+    return "\x00" in value if value.isascii() else _UNSTORABLE.search(value) is not None
+
+
+def storable_json(value: Any) -> str:
+    """JSON text both databases take: non-ASCII kept as is (lone surrogates then fixed by :func:`storable` with the
+    other parameters), and ``\\u0000`` escapes, which PostgreSQL's JSON types refuse, replaced by U+FFFD."""
+    encoded = _JSON_ENCODER.encode(value)
+    return _NUL_ESCAPE.sub("\\1\ufffd", encoded) if "\\u0000" in encoded else encoded
+
+
+def _storable_row(parameters: Any) -> Any:
+    values = parameters.values() if isinstance(parameters, dict) else parameters
+    if not isinstance(values, list | tuple | type({}.values())):
+        return parameters
+    # One check over all the row's strings joined (C speed) instead of one call per parameter: this runs for
+    # every statement.
+    if not _unstorable("".join([value for value in values if isinstance(value, str)])):
+        return parameters
+    if isinstance(parameters, dict):
+        return {key: storable(value) if isinstance(value, str) else value for key, value in parameters.items()}
+    return type(parameters)(storable(value) if isinstance(value, str) else value for value in parameters)
+
+
+def _storable_parameters(
+    _connection: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, executemany: bool
+) -> tuple[str, Any]:
+    if executemany:
+        return statement, type(parameters)(_storable_row(row) for row in parameters)
+    return statement, _storable_row(parameters)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself; pysqlite's own deferred BEGIN would defeat IMMEDIATE.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # Only a new, empty file can take it (pruning then gives space back: bridge/operations/retention.py); asked of
+    # an existing file it is a write, which a read-only database refuses even to readers.
+    if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+        cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_path(database_url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other databases and in-memory ones."""
+    if not database_url.startswith("sqlite") or "///" not in database_url:
+        return None
+    path = database_url.split("///", 1)[-1].split("?", 1)[0]
+    return Path(path).expanduser().resolve() if path and path != ":memory:" else None
+
+
+def _create_sqlite_parent(database_url: str) -> None:
+    path = _sqlite_path(database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+class DatabaseFile:
+    """Notices that the SQLite path no longer names the file this process has open.
+
+    Deleting (or replacing) the file under a running bridge leaves every open connection writing into an unlinked
+    inode: each write succeeds and is gone at the next restart. The device and inode seen when the store was made
+    (or at its first connection, for a file that did not exist yet) are compared with the path's on every
+    transaction (one ``stat``, about a microsecond) and at every new connection; once they differ, every
+    transaction is refused until a restart.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lost: str | None = None
+        # Taken now when the file exists (a web worker that opens its first connection after the file was deleted
+        # would otherwise take the empty file SQLite creates in its place for the database).
+        self._identity: tuple[int, int] | None = self._stat()
+
+    def on_connect(self, _dbapi_connection: Any, _record: Any) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`StorageUnavailable` once the path names another file than the one first opened."""
+        if self._lost is None:
+            self._compare(self._stat())
+        if self._lost is not None:
+            raise StorageUnavailable(self._lost)
+
+    def unwritable(self) -> str | None:
+        """Why no write can pass, read without writing: a file this process may not write (a read-only mount, an
+        immutable file) or less than :data:`DISK_FREE_FLOOR_BYTES` free where the database lives."""
+        try:
+            stat = os.statvfs(self.path.parent)
+        except OSError:
+            return None
+        if not os.access(self.path, os.W_OK):
+            return "the database is read-only"
+        free = stat.f_bavail * stat.f_frsize
+        return f"the disk is full ({free // 1024} KiB free)" if free < DISK_FREE_FLOOR_BYTES else None
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def _compare(self, identity: tuple[int, int] | None) -> None:
+        if self._identity is None:
+            self._identity = identity  # the first file seen (None while no file exists yet)
+        elif identity != self._identity:
+            self._lost = (
+                f"the database file {self.path} was deleted or replaced while the bridge had it open; "
+                "writes are refused until the bridge is restarted"
+            )
+
+
+class WriterLock:
+    """One SQLite transaction at a time across threads and processes, handed over without sleeping 100 ms.
+
+    Waiting is bounded by the busy timeout; past it the transaction goes ahead to SQLite's own locking, which
+    then answers "database is locked" as before (a 503 at the routes) rather than hanging.
+    """
+
+    POLL_SECONDS = 0.0005
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._file: Any = None
+        self._pid = 0
+        self._flocked = False
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        if not self._thread_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            yield
+            return
+        try:
+            self._depth += 1
+            if self._depth == 1:
+                self._flocked = self._flock(deadline)
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self._flocked:
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+                self._flocked = False
+            self._thread_lock.release()
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._file is not None:
+                self._file.close()
+            self._file, self._pid = None, 0
+
+    def _flock(self, deadline: float) -> bool:
+        if self._pid != os.getpid():
+            # A lock file inherited across fork shares its flock with the parent, so each process opens its own.
+            try:
+                self._file = open(self.path, "a")  # noqa: SIM115 (held for the life of the process)
+            except OSError as exc:
+                raise StorageUnavailable(f"the lock file {self.path} cannot be opened: {exc.strerror}") from None
+            self._pid = os.getpid()
+        while True:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(self.POLL_SECONDS)

@@ -1,0 +1,1 @@
+"""The HTTP edge: the app factory, routes, request reading, authentication, errors and the gunicorn server."""
