@@ -7,6 +7,7 @@ Distelli client sends its apiToken in the query string and a leaked token is a l
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -232,9 +233,9 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _bind_request() -> None:
-        given = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        structlog.contextvars.clear_contextvars()
+        given = request.headers.get(REQUEST_ID_HEADER)
+        g.request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        # No clear here: the teardown below runs after every request, so the thread arrives with no context.
         structlog.contextvars.bind_contextvars(request_id=g.request_id, client=request.remote_addr)
 
     @app.teardown_request
@@ -259,26 +260,66 @@ class GunicornLogger(_GunicornBaseLogger):
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        for handler in (*self.error_log.handlers, *self.access_log.handlers):
+        for handler in self.error_log.handlers:
             if getattr(handler, "_gunicorn", False):
                 handler.setFormatter(json_formatter())
+        for handler in self.access_log.handlers:
+            if getattr(handler, "_gunicorn", False):
+                handler.setFormatter(_RenderedFormatter())
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
         if not self.access_log_enabled:
             return
-        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
-        fields = {
-            "method": environ.get("REQUEST_METHOD"),
-            "path": environ.get("PATH_INFO"),
-            "query": environ.get("QUERY_STRING") or None,  # redacted with every other field by the formatter
-            "status": int(status) if str(status).isdigit() else status,
-            "bytes": getattr(resp, "sent", None),
-            "duration_ms": round(request_time.total_seconds() * 1000, 1),
-            "remote_addr": environ.get("REMOTE_ADDR"),
-            "user_agent": environ.get("HTTP_USER_AGENT"),
-            "request_id": _header(resp.headers, REQUEST_ID_HEADER),
-        }
-        self.access_log.info("http.access", extra=fields)
+        # Handed straight to the handlers: Logger.info would look up the caller's frame (structlog's logger class
+        # walks the stack for it) for a record whose line is already rendered.
+        line = access_line(resp, environ, request_time)
+        self.access_log.handle(logging.LogRecord("gunicorn.access", logging.INFO, "", 0, line, None, None))
+
+
+class _RenderedFormatter(logging.Formatter):
+    """The access log's formatter: its records arrive as finished JSON lines (:func:`access_line`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return str(record.msg)
+
+
+def access_line(resp: Any, environ: Mapping[str, Any], request_time: timedelta) -> str:
+    """One request's ``http.access`` JSON object, with the fields and redaction every other line gets.
+
+    Rendered here rather than through structlog's formatter chain: that chain (context merge, level, logger name,
+    extras, redaction of every key and value, JSON) cost a third of a millisecond per request on the accept path,
+    where these fixed fields need only the strings a client chose redacted and one encoder call.
+    """
+    status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+    query = environ.get("QUERY_STRING")
+    fields = {
+        "event": "http.access",
+        "level": "info",
+        "logger": "gunicorn.access",
+        "timestamp": _timestamp(),
+        "method": _redacted(environ.get("REQUEST_METHOD")),
+        "path": _redacted(environ.get("PATH_INFO")),
+        "query": _redacted(query) if query else None,
+        "status": int(status) if str(status).isdigit() else status,
+        "bytes": getattr(resp, "sent", None),
+        "duration_ms": round(request_time.total_seconds() * 1000, 1),
+        "remote_addr": _redacted(environ.get("REMOTE_ADDR")),
+        "user_agent": _redacted(environ.get("HTTP_USER_AGENT")),
+        "request_id": _redacted(_header(resp.headers, REQUEST_ID_HEADER)),
+    }
+    return _ACCESS_ENCODER.encode(fields)
+
+
+_ACCESS_ENCODER = json.JSONEncoder()
+_STAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+def _timestamp() -> Any:
+    return _STAMPER(None, "info", {})["timestamp"]
+
+
+def _redacted(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
 
 
 def _header(headers: Iterable[tuple[str, str]] | Any, name: str) -> str | None:
