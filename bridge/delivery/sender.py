@@ -158,10 +158,10 @@ class Sender:
         with self.store.transaction() as session:
             return outbox.release(session, ids, self.worker_id)
 
-    def _batches(self, kind: str, rows: Sequence[outbox.Claimed]) -> list[list[outbox.Claimed]]:
+    def _batches(self, kind: str, rows: Sequence[outbox.LeasedRow]) -> list[list[outbox.LeasedRow]]:
         """Rows packed in order into batches under the intake's count limit and our byte limit."""
         limit = min(BATCH_LIMITS[kind], self.settings.batch_size)
-        batches: list[list[outbox.Claimed]] = []
+        batches: list[list[outbox.LeasedRow]] = []
         size = 0
         for row in rows:
             if not batches or len(batches[-1]) >= limit or size + len(row.event) + 1 > self.settings.max_batch_bytes:
@@ -171,7 +171,7 @@ class Sender:
             size += len(row.event) + 1
         return batches
 
-    def _deliver(self, kind: str, batch: list[outbox.Claimed], result: PassResult, probing: bool) -> None:
+    def _deliver(self, kind: str, batch: list[outbox.LeasedRow], result: PassResult, probing: bool) -> None:
         if self.stopping.is_set():
             raise _Stop
         self._renew_lease()
@@ -239,7 +239,7 @@ class Sender:
         return done
 
     def _retry(
-        self, kind: str, batch: list[outbox.Claimed], reply: IntakeReply, sent_at: dt.datetime, result: PassResult
+        self, kind: str, batch: list[outbox.LeasedRow], reply: IntakeReply, sent_at: dt.datetime, result: PassResult
     ) -> None:
         """Count the attempt, schedule the next one, and hold the endpoint until then (other workers too)."""
         now = _now()
@@ -276,7 +276,7 @@ class Sender:
         with self.store.transaction() as session:
             outbox.renew(session, ids, self.worker_id, self._lease_until)
 
-    def _count_settled(self, claim: outbox.Claim, result: PassResult) -> None:
+    def _count_settled(self, claim: outbox.ClaimOutcome, result: PassResult) -> None:
         for state, rows in ((outbox.EXPIRED, claim.expired), (outbox.SUPERSEDED, claim.superseded)):
             for kind, count in collections.Counter(row.kind for row in rows).items():
                 metrics.count_finished(kind, state, count)

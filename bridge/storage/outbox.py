@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Select,
     Text,
     and_,
     any_,
@@ -70,7 +71,7 @@ def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now:
 
 
 @dataclasses.dataclass(frozen=True)
-class Claimed:
+class LeasedRow:
     """One claimed row: what ordering, superseding and expiry need, and the event as it goes into a batch."""
 
     id: int
@@ -84,12 +85,12 @@ class Claimed:
 
 
 @dataclasses.dataclass
-class Claim:
+class ClaimOutcome:
     """What one claim took: rows to send (leased to the claimer), and rows it settled without sending."""
 
-    to_send: list[Claimed] = dataclasses.field(default_factory=list)
-    expired: list[Claimed] = dataclasses.field(default_factory=list)
-    superseded: list[Claimed] = dataclasses.field(default_factory=list)
+    to_send: list[LeasedRow] = dataclasses.field(default_factory=list)
+    expired: list[LeasedRow] = dataclasses.field(default_factory=list)
+    superseded: list[LeasedRow] = dataclasses.field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -115,19 +116,38 @@ def claim(
     limit: int,
     kinds: Collection[str],
     skip_locked: bool,
-) -> Claim:
+) -> ClaimOutcome:
     """Lease up to ``limit`` due rows, oldest first, at most one per ``unique_id`` so none overtakes another.
 
     A row waits while an older row of its ``unique_id`` is pending. Rows past the intake's window are expired and
     running rows whose final event is pending or delivered are superseded here, so they are never sent.
     """
+    due = _due_rows(now, limit, kinds)
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True, of=OutboxItem.__table__)
+    rows = [
+        LeasedRow(id_, kind, unique_id, level, final, end_time, attempts, event.encode())
+        for id_, kind, unique_id, level, final, end_time, attempts, event in session.execute(due)
+    ]
+    if not rows:
+        return ClaimOutcome()
+    outcome = _sort_claimed(rows, _newest_final_ids(session, {row.unique_id for row in rows if not row.final}), now)
+    _update_rows(session, [row.id for row in outcome.expired], None, state=EXPIRED, reason=WINDOW_PASSED)
+    metrics.count_expired("waited", len(outcome.expired))
+    _update_rows(session, [row.id for row in outcome.superseded], None, state=SUPERSEDED, delivered_at=now, reason=None)
+    _update_rows(session, [row.id for row in outcome.to_send], None, lease_owner=worker_id, lease_until=lease_until)
+    return outcome
+
+
+def _due_rows(now: dt.datetime, limit: int, kinds: Collection[str]) -> Select[Any]:
+    """The pending rows whose attempt is due and whose lease (if any) ran out, none behind an older pending row."""
     older = aliased(OutboxItem)
     blocked_by_older = (
         select(older.id)
         .where(older.unique_id == OutboxItem.unique_id, older.id < OutboxItem.id, older.state == PENDING)
         .exists()
     )
-    due = (
+    return (
         select(
             OutboxItem.id,
             OutboxItem.kind,
@@ -148,28 +168,21 @@ def claim(
         .order_by(OutboxItem.id)
         .limit(limit)
     )
-    if skip_locked:
-        due = due.with_for_update(skip_locked=True, of=OutboxItem.__table__)
-    rows = [
-        Claimed(id_, kind, unique_id, level, final, end_time, attempts, event.encode())
-        for id_, kind, unique_id, level, final, end_time, attempts, event in session.execute(due)
-    ]
-    result = Claim()
-    if not rows:
-        return result
-    final_ids = _newest_final_ids(session, {row.unique_id for row in rows if not row.final})
+
+
+def _sort_claimed(
+    rows: Sequence[LeasedRow], final_ids: Mapping[tuple[str, str], int], now: dt.datetime
+) -> ClaimOutcome:
+    """Which claimed rows go out, which are too old for the intake, and which a newer final event supersedes."""
+    outcome = ClaimOutcome()
     for row in rows:
         if row.kind == CI_PIPELINE and row.end_time is not None and row.end_time + INTAKE_WINDOW <= now:
-            result.expired.append(row)
+            outcome.expired.append(row)
         elif not row.final and final_ids.get((row.unique_id, row.level), 0) > row.id:
-            result.superseded.append(row)
+            outcome.superseded.append(row)
         else:
-            result.to_send.append(row)
-    _set(session, [row.id for row in result.expired], None, state=EXPIRED, reason=WINDOW_PASSED)
-    metrics.count_expired("waited", len(result.expired))
-    _set(session, [row.id for row in result.superseded], None, state=SUPERSEDED, delivered_at=now, reason=None)
-    _set(session, [row.id for row in result.to_send], None, lease_owner=worker_id, lease_until=lease_until)
-    return result
+            outcome.to_send.append(row)
+    return outcome
 
 
 def _newest_final_ids(session: Session, unique_ids: Collection[str]) -> dict[tuple[str, str], int]:
@@ -188,7 +201,7 @@ def _newest_final_ids(session: Session, unique_ids: Collection[str]) -> dict[tup
     return {(unique_id, level): newest for unique_id, level, newest in rows}
 
 
-def _set(session: Session, ids: Sequence[int], worker_id: str | None, **values: Any) -> int:
+def _update_rows(session: Session, ids: Sequence[int], worker_id: str | None, **values: Any) -> int:
     """Update rows by id in one statement; with ``worker_id``, only those whose lease that worker still holds."""
     if not ids:
         return 0
@@ -224,17 +237,17 @@ def finish(
         values["delivered_at"] = now
     if remote_id is not None:
         values["remote_id"] = remote_id
-    return _set(session, ids, worker_id, **values)
+    return _update_rows(session, ids, worker_id, **values)
 
 
 def release(session: Session, ids: Sequence[int], worker_id: str) -> int:
     """Give rows back untouched (no attempt counted), so any worker may take them at once."""
-    return _set(session, ids, worker_id, lease_owner=None, lease_until=None)
+    return _update_rows(session, ids, worker_id, lease_owner=None, lease_until=None)
 
 
 def renew(session: Session, ids: Sequence[int], worker_id: str, lease_until: dt.datetime) -> int:
     """Extend our lease on rows still being worked on, so a long pass is not taken over halfway."""
-    return _set(session, ids, worker_id, lease_until=lease_until)
+    return _update_rows(session, ids, worker_id, lease_until=lease_until)
 
 
 def reschedule(
@@ -286,8 +299,8 @@ def redrive(session: Session, now: dt.datetime, outbox_ids: Sequence[int] | None
     final_ids = _newest_final_ids(session, {row.unique_id for row in rows if not row.final})
     stale = [row.id for row in rows if not row.final and final_ids.get((row.unique_id, row.level), 0) > row.id]
     fresh = [row.id for row in rows if row.id not in set(stale)]
-    _set(session, stale, None, state=SUPERSEDED, delivered_at=now, reason="its final event was delivered")
-    _set(session, fresh, None, state=PENDING, attempts=0, next_attempt_at=now, reason=None, lease_until=None)
+    _update_rows(session, stale, None, state=SUPERSEDED, delivered_at=now, reason="its final event was delivered")
+    _update_rows(session, fresh, None, state=PENDING, attempts=0, next_attempt_at=now, reason=None, lease_until=None)
     return len(rows)
 
 
