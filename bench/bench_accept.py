@@ -53,8 +53,10 @@ def main() -> None:
         with baseline(directory, "bare") as server:
             runs["bare"].append(throughput(server.base_url, args.seconds, args.connections, server=server))
         # With --against the order within a pair alternates by round, so neither version always runs first.
-        versions = [("sqlite", {}), ("against", {"PYTHONPATH": str(Path(args.against).resolve())})]
-        for name, env in versions[:: -1 if number % 2 else 1] if args.against else versions[:1]:
+        versions: list[tuple[str, dict[str, str]]] = [("sqlite", {})]
+        if args.against:
+            versions.append(("against", {"PYTHONPATH": str(Path(args.against).resolve())}))
+        for name, env in versions[:: -1 if number % 2 else 1]:
             with bridge(directory / name, sqlite_url(directory / f"{name}-{number}"), **env) as server:
                 runs[name].append(throughput(server.base_url, args.seconds, args.connections, server=server))
         if not args.no_postgres:
