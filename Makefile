@@ -36,6 +36,6 @@ install-browser:
 test: lint install-browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The quick loop (about 2 minutes): no lint, SQLite only, no reliability runs or image builds (README, Tests).
+# The quick loop (under 5 minutes on 2 cores): no lint, SQLite only, no reliability runs or image builds (README, Tests).
 test-fast: install-test
 	$(PY) -m pytest -q -m "not slow and not postgres" $(PYTEST_ARGS)
