@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from tests.conftest import TOKEN, USER
-from tests.test_ops_gunicorn import BIN, _free_port
+from tests.reliability.harness import free_port
+from tests.test_ops_gunicorn import BIN
 
 CONSOLE_SCRIPT = str(BIN / "pipeline-bridge")
 ALEMBIC_NOISE = ("setup plugin", "Context impl", "Will assume")
@@ -29,7 +30,7 @@ class Serve:
     """``pipeline-bridge serve`` in a subprocess, its stderr on a terminal (as ``make run`` in a shell) or not."""
 
     def __init__(self, workdir: Path, *args: str, terminal: bool = False, **env: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.chunks: list[bytes] = []
         environment = {

@@ -23,8 +23,9 @@ import requests
 
 from tests.conftest import TOKEN, USER
 from tests.intake_server import IntakeServer
+from tests.reliability.harness import free_port
 from tests.test_deploy_files import procfile
-from tests.test_ops_gunicorn import BIN, _free_port
+from tests.test_ops_gunicorn import BIN
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,7 @@ def dyno_environment(tmp_path: Path, postgres_url: str, intake: IntakeServer) ->
         **given,
         "DD_INTAKE_URL": intake.url,  # the stand-in instead of api.<DD_SITE>
         "DATABASE_URL": postgres_url.replace("postgresql+psycopg://", "postgres://", 1),
-        "PORT": str(_free_port()),
+        "PORT": str(free_port()),
     }
 
 

@@ -122,7 +122,6 @@ _PARSE_ERRORS: list[tuple[type[BaseException], int, str, str, str]] = [
         "The chunked request body is malformed.",
     ),
     (http_errors.NoMoreData, 400, "Bad Request", "incomplete_request", "The request ended before its body did."),
-    (RequestTimeout, 408, "Request Timeout", "request_timeout", "The request did not arrive in time."),
     (http_errors.ParseException, 400, "Bad Request", "bad_request", "The request is not valid HTTP/1.1."),
 ]
 
