@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from adapters import distelli
@@ -23,6 +23,7 @@ from bridge.config import Config
 from bridge.ingest.ingest import FinishedEvent, InvalidRecord, Translate, UnknownEvent, ingest
 from bridge.listing.markers import parse_id
 from bridge.storage.models import Event
+from bridge.storage.prepared import prepared
 
 SECRET_KEYS = frozenset({"apitoken", "api_token", "token", "password", "secret", "dd_api_key", "dd-api-key"})
 # What one build keeps of its request bodies (see kept_bodies): a bound on the row, whatever a client sends.
@@ -188,7 +189,10 @@ _NEWEST = (
     .order_by(Event.id.desc())
     .limit(1)
 )
-_PARENT = _NEWEST.where(Event.id == bindparam("id"), Event.event_type.in_((distelli.PUSH, distelli.PULL_REQUEST)))
+# OR rather than IN: a prepared statement (bridge/storage/prepared.py) is compiled once, without expanding an IN.
+_PARENT = _NEWEST.where(
+    Event.id == bindparam("id"), or_(Event.event_type == distelli.PUSH, Event.event_type == distelli.PULL_REQUEST)
+)
 _PUSH_OF_COMMIT = _NEWEST.where(Event.event_type == distelli.PUSH, Event.commit_id == bindparam("commit"))
 _BUILD_OF_RELEASE = _NEWEST.where(
     Event.event_type == distelli.BUILD, Event.fields["release_version"].as_string() == bindparam("release")
@@ -203,5 +207,5 @@ def _parent(session: Session, event: Event, fields: Mapping[str, Any]) -> _Relat
 
 def _newest(session: Session, statement: Select[Any], event: Event, **values: object) -> _RelatedRow | None:
     parameters = {"username": event.username, "app_name": event.app_name, **values}
-    row = session.connection().execute(statement, parameters).first()
-    return None if row is None else _RelatedRow(*row)
+    rows = prepared(statement, session.connection().dialect).execute(session, parameters)
+    return _RelatedRow(*rows[0]) if rows else None

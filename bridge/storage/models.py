@@ -11,12 +11,13 @@ import datetime as dt
 import re
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, insert, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from adapters.base import SourceRecord
+from bridge.storage.prepared import prepared_insert
 from bridge.storage.store import replace_unstorable, storable
 
 # SQLite only makes INTEGER PRIMARY KEY an autoincrementing rowid; PostgreSQL wants a BIGINT identity.
@@ -85,8 +86,6 @@ _DEAD = text("state = 'dead'")
 
 _EVENTS = Event.metadata.tables[Event.__tablename__]
 _EVENT_COLUMNS = tuple(column.name for column in _EVENTS.columns if column.name != "id")
-# Built once: building the statement per request (bind parameters, cache key) cost more than running it.
-_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
 
 
 def event_column_length(name: str) -> int:
@@ -116,13 +115,14 @@ def storable_record(record: SourceRecord, body: bytes) -> SourceRecord:
 
 
 def insert_event(session: Session, event: Event) -> int:
-    """Write a new, unattached event with one Core INSERT and set its id.
+    """Write a new, unattached event with one prepared INSERT (:mod:`bridge.storage.prepared`) and set its id.
 
-    On the accept paths the ORM unit of work cost more than the insert itself, and nothing reads the row back in
-    the same transaction.
+    On the accept paths the ORM unit of work, and then Core's execution, cost more than the insert itself; nothing
+    reads the row back in the same transaction.
     """
     row = {column: getattr(event, column) for column in _EVENT_COLUMNS}
-    event.id = session.connection().execute(_INSERT_EVENT, row).scalar_one()
+    statement = prepared_insert(_EVENTS, session.connection().dialect, _EVENT_COLUMNS, ("id",))
+    ((event.id,),) = statement.execute(session, row)
     return event.id
 
 

@@ -27,7 +27,6 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    insert,
     select,
     update,
 )
@@ -37,6 +36,7 @@ from sqlalchemy.orm import Session, aliased
 from adapters.target import CI_PIPELINE, INTAKE_WINDOW, Outbound
 from bridge.operations import metrics
 from bridge.storage.models import OutboxItem
+from bridge.storage.prepared import prepared_insert
 
 PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD = "pending", "delivered", "superseded", "expired", "dead"
 STATES = (PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD)
@@ -46,7 +46,8 @@ WINDOW_PASSED = "the intake's 18-hour window passed before it could be delivered
 def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now: dt.datetime) -> None:
     """Add the mapped bodies of one event; those the mapping found too old are stored as expired, not sent.
 
-    One Core INSERT (executemany) rather than ORM objects: nothing reads the rows back in this transaction.
+    One prepared INSERT for all of them (:mod:`bridge.storage.prepared`): nothing reads the rows back in this
+    transaction.
     """
     rows = [
         {
@@ -66,7 +67,7 @@ def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now:
         for outbound in outbounds
     ]
     if rows:
-        session.connection().execute(_INSERT, rows)
+        prepared_insert(_TABLE, session.connection().dialect, _ENQUEUED_COLUMNS).execute_many(session, rows)
         metrics.count_expired("arrived_too_old", sum(row["state"] == EXPIRED for row in rows))
 
 
@@ -99,7 +100,21 @@ class ClaimOutcome:
 
 # Core statements on the table: the sender's updates touch many rows by id and need none of the ORM's bookkeeping.
 _TABLE = OutboxItem.metadata.tables[OutboxItem.__tablename__]
-_INSERT = insert(_TABLE)
+# The columns :func:`enqueue` gives, in its rows' order.
+_ENQUEUED_COLUMNS = (
+    "event_id",
+    "kind",
+    "unique_id",
+    "level",
+    "final",
+    "body",
+    "end_time",
+    "state",
+    "reason",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
 
 # The event as a batch carries it, cut from the stored JSON text by the database: a pipeline body's ``data``
 # object, a deployment whole. Parsing and re-encoding every body in Python would halve delivery throughput.
