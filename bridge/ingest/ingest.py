@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
 from adapters.base import MappingContext, Outbound
@@ -58,10 +59,11 @@ def mapping_context(config: Config, received_at: dt.datetime) -> MappingContext:
 def ingest(session: Session, config: Config, event: Event, translate: Translate, received_at: dt.datetime) -> int:
     """Store ``event`` and enqueue what ``translate`` maps it to; returns how many bodies were queued.
 
-    A new event (no id yet) is inserted first, so the mapping can derive ids from it; an event loaded in this
-    session was changed in place and is written by the commit.
+    A new event (one no session holds) is inserted first, so the mapping can derive ids from it; an event loaded in
+    this session was changed in place and is written by the commit. A new event given again, because its group's
+    transaction was rolled back and run again (:mod:`bridge.storage.groupcommit`), is inserted again.
     """
-    if event.id is None:
+    if inspect(event).transient:
         insert_event(session, event)
     outbounds = translate(event, mapping_context(config, received_at))
     outbox.enqueue(session, event.id, outbounds, received_at)

@@ -1,15 +1,19 @@
 """Group commit: the writes of concurrent requests in one process share one SQLite transaction.
 
-On SQLite every write transaction holds the one writer lock from ``BEGIN IMMEDIATE`` to the fsync'd ``COMMIT``,
-so the web workers' requests queue on it one at a time, each paying its own lock hand-over, ``BEGIN`` and fsync.
-Here a request hands its write to :meth:`GroupCommit.run` as a function of the session. The first thread to
-arrive (the leader) takes every write queued in this process by then, runs them one after the other in one
-transaction, commits once and hands each thread its own result or exception; threads that arrived while it was
-busy wait for it and the next of them leads the next group. No write is answered before the commit that stores it.
+On SQLite every write transaction holds the one writer lock from ``BEGIN IMMEDIATE`` to ``COMMIT``, so the web
+workers' requests queue on it one at a time, each paying its own lock hand-over and ``BEGIN``. Here a request hands
+its write to :meth:`GroupCommit.run` as a function of the session. The first thread to arrive (the leader) takes
+every write queued in this process by then, runs them one after the other in one transaction and commits once;
+threads that arrived while it was busy wait, and the next of them leads the next group. The leader lets the next
+group start as soon as its ``COMMIT`` has returned, then waits for the WAL to reach the disk (``durable``, see
+:mod:`bridge.storage.durability`) and only then hands each thread its own result or exception: no write is answered
+before it is durable, and the disk's latency overlaps the next group's work instead of adding to it.
 
-Each write of a group of more than one runs inside a savepoint, so one that fails (a 404, a 409, a unique-index
-conflict) is undone alone and raises in its own request while the others commit. If the commit itself fails,
-every write of the group raises that error: none of them was stored.
+A write that raises (a 404, a 409, a unique-index conflict) fails alone: the transaction is rolled back, that write
+gets its exception, and the others of the group run again in a new transaction. Writes are functions of the
+session and what they were given, so running one again does the same thing (no savepoint per write: they cost a
+quarter of the write's time in the serialized section, for a case that is rare). If the commit itself fails, or the
+flush after it, every write of the group raises that error: none of them is known to be stored.
 """
 
 from __future__ import annotations
@@ -24,23 +28,43 @@ from sqlalchemy.orm import Session
 T = TypeVar("T")
 
 
+class _Group:
+    """The writes one leader took, and the moment they are all answered (committed and durable, or failed)."""
+
+    __slots__ = ("done", "writes")
+
+    def __init__(self, writes: list[_Write[Any]]) -> None:
+        self.writes = writes
+        self.done = threading.Event()
+
+
 class _Write(Generic[T]):
     """One queued write and, once its group has committed, what it returned or raised."""
 
-    __slots__ = ("done", "error", "function", "result")
+    __slots__ = ("error", "function", "group", "result")
 
     def __init__(self, function: Callable[[Session], T]) -> None:
         self.function = function
         self.result: T | None = None
         self.error: BaseException | None = None
-        self.done = False
+        self.group: _Group | None = None
+
+
+class _Undo(Exception):
+    """Rolls the group's transaction back after one of its writes raised."""
 
 
 class GroupCommit:
-    """Batches the writes of one process's threads into shared transactions opened by ``transaction``."""
+    """Batches the writes of one process's threads into shared transactions opened by ``transaction``; each
+    group's flush to disk happens inside ``durable`` (entered before, and left after, the group's transaction)."""
 
-    def __init__(self, transaction: Callable[[], contextlib.AbstractContextManager[Session]]) -> None:
+    def __init__(
+        self,
+        transaction: Callable[[], contextlib.AbstractContextManager[Session]],
+        durable: Callable[[], contextlib.AbstractContextManager[None]],
+    ) -> None:
         self._transaction = transaction
+        self._durable = durable
         self._queue_lock = threading.Lock()
         self._queue: list[_Write[Any]] = []
         self._leader = threading.Lock()
@@ -50,35 +74,50 @@ class GroupCommit:
         write = _Write(function)
         with self._queue_lock:
             self._queue.append(write)
-        with self._leader:
-            if not write.done:
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
-                self._commit(group)
+        led: _Group | None = None
+        try:
+            # Left in this order: the next leader may start once this group has committed, before its flush.
+            with self._durable(), self._leader:
+                if write.group is None:
+                    with self._queue_lock:
+                        led, self._queue = _Group(self._queue), []
+                    for queued in led.writes:
+                        queued.group = led
+                    self._commit(led.writes)
+        except BaseException as exc:  # the flush failed: handed to every write of the group
+            if led is None:
+                raise
+            for queued in led.writes:
+                if queued.error is None:
+                    queued.error, queued.result = exc, None
+        finally:
+            if led is not None:
+                led.done.set()
+        assert write.group is not None
+        write.group.done.wait()
         if write.error is not None:
             raise write.error
         return write.result  # type: ignore[return-value]
 
-    def _commit(self, group: list[_Write[Any]]) -> None:
-        try:
-            with self._transaction() as session:
-                if len(group) == 1:
-                    group[0].result = group[0].function(session)
-                else:
-                    for write in group:
-                        _run_in_savepoint(session, write)
-        except BaseException as exc:  # noqa: BLE001 (handed to every write's own thread, which re-raises it)
-            for write in group:
-                if write.error is None:
+    def _commit(self, writes: list[_Write[Any]]) -> None:
+        pending = list(writes)
+        while pending:
+            try:
+                with self._transaction() as session:
+                    for write in pending:
+                        _run(session, write)
+            except _Undo:
+                pending = [write for write in pending if write.error is None]
+                continue
+            except BaseException as exc:  # noqa: BLE001 (handed to every write's own thread, which re-raises it)
+                for write in pending:
                     write.error, write.result = exc, None
-        finally:
-            for write in group:
-                write.done = True
+            return
 
 
-def _run_in_savepoint(session: Session, write: _Write[Any]) -> None:
+def _run(session: Session, write: _Write[Any]) -> None:
     try:
-        with session.begin_nested():
-            write.result = write.function(session)
-    except Exception as exc:  # noqa: BLE001 (this write's own error, raised again in its own thread)
-        write.error = exc
+        write.result = write.function(session)
+    except Exception as exc:
+        write.error, write.result = exc, None
+        raise _Undo from exc

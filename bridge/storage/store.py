@@ -1,8 +1,9 @@
 """The database connection: one engine and session factory per app or worker, tuned for durability.
 
-SQLite runs in WAL mode with ``synchronous=FULL`` so an answered request survives a power cut, and every
-transaction starts with ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of failing
-with "database is locked" when a read lock cannot be upgraded. PostgreSQL needs nothing special.
+SQLite runs in WAL mode with ``synchronous=NORMAL`` and an ``fdatasync`` of the WAL after every transaction that
+wrote, outside the writer lock (:mod:`bridge.storage.durability`), so an answered request survives a power cut,
+and every transaction starts with ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of
+failing with "database is locked" when a read lock cannot be upgraded. PostgreSQL needs nothing special.
 
 Before that BEGIN, a SQLite transaction takes a lock of its own (a thread lock in the process, then ``flock`` on
 ``<database>.lock`` between processes): SQLite's busy handler sleeps up to 100 ms at a time while it waits, which
@@ -39,6 +40,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bridge.storage.durability import FlushFailed, WriteAheadLog
 from bridge.storage.groupcommit import GroupCommit
 
 T = TypeVar("T")
@@ -83,10 +85,14 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         path = _sqlite_path(database_url)
         self._writer_lock = WriterLock(Path(f"{path}.lock")) if path else None
-        self._group_commit = GroupCommit(self.transaction) if self.is_sqlite else None
+        self._wal = WriteAheadLog(path) if path else None
+        self._group_commit = GroupCommit(self.transaction, self._durable) if self.is_sqlite else None
         self._file = DatabaseFile(path) if path else None
         if self._file is not None:
             event.listen(self.engine, "connect", self._file.on_connect)
+        if self._wal is not None:
+            event.listen(self.engine, "checkout", self._wal.on_checkout)
+            event.listen(self.engine, "checkin", self._wal.on_checkin)
         self._refused: str | None = None
         self._next_probe = 0.0
 
@@ -100,13 +106,16 @@ class Store:
         if self._file is not None:
             self._file.check()
         try:
-            with self._held(), self._sessions() as session, session.begin():
+            with self._durable(), self._held(), self._sessions() as session, session.begin():
                 yield session
         except DBAPIError as exc:
             refusal = write_refusal(exc)
             if refusal is not None and self.is_sqlite:
                 self._refused, self._next_probe = refusal, time.monotonic() + WRITE_PROBE_SECONDS
             raise
+        except FlushFailed as exc:
+            self._refused, self._next_probe = exc.strerror, time.monotonic() + WRITE_PROBE_SECONDS
+            raise StorageUnavailable(str(exc.strerror)) from None
         if self._refused is not None:
             self.writes_refused()
 
@@ -118,6 +127,8 @@ class Store:
         and truncates the WAL, which grew while nothing could be checkpointed. A process that has not seen a
         write fail (each web worker and the delivery worker remember their own) reads the free space instead.
         """
+        if self._wal is not None and self._wal.failure and self._refused is None:
+            self._refused, self._next_probe = self._wal.failure, time.monotonic() + WRITE_PROBE_SECONDS
         if self._file is not None:
             self._file.check()
             if self._refused is None:
@@ -129,19 +140,25 @@ class Store:
             self._probe_write()
         except DBAPIError as exc:
             self._refused = write_refusal(exc) or self._refused
+        except FlushFailed as exc:
+            self._refused = exc.strerror
         else:
             self._refused = None
         return self._refused
 
     def _probe_write(self) -> None:
         """Write one row unchanged (a real page in the WAL), then checkpoint the WAL into the file and truncate it."""
-        with self._held(), self.engine.begin() as connection:
+        with self._durable(), self._held(), self.engine.begin() as connection:
             connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
         with self._held(), self.engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _held(self) -> contextlib.AbstractContextManager[None]:
         return self._writer_lock.held() if self._writer_lock else contextlib.nullcontext()
+
+    def _durable(self) -> contextlib.AbstractContextManager[None]:
+        """Where the WAL flush of the writes inside happens: at its exit, after the writer lock is released."""
+        return self._wal.deferred() if self._wal else contextlib.nullcontext()
 
     def write(self, function: Callable[[Session], T]) -> T:
         """``function(session)`` in a committed transaction: on SQLite one shared with the writes other threads of
@@ -248,7 +265,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
         cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # the fsync is the store's, outside the lock (durability.py)
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
