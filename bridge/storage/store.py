@@ -214,14 +214,15 @@ def replace_unstorable(data: Any) -> Any:
         for key, value in list(node.items() if isinstance(node, dict) else enumerate(node)):
             if isinstance(value, dict | list):
                 stack.append(value)
-            elif _unstorable(value):
+            elif holds_unstorable(value):
                 node[key] = storable(value)
-            if isinstance(node, dict) and _unstorable(key):
+            if isinstance(node, dict) and holds_unstorable(key):
                 node[storable(key)] = node.pop(key)
     return data
 
 
-def _unstorable(value: Any) -> bool:
+def holds_unstorable(value: Any) -> bool:
+    """True for a string :func:`storable` would change."""
     if not isinstance(value, str):
         return False
     # isascii is a flag read, so the common case costs one call; only non-ASCII text needs the regex.
@@ -241,7 +242,7 @@ def _storable_row(parameters: Any) -> Any:
         return parameters
     # One check over all the row's strings joined (C speed) instead of one call per parameter: this runs for
     # every statement.
-    if not _unstorable("".join([value for value in values if isinstance(value, str)])):
+    if not holds_unstorable("".join([value for value in values if isinstance(value, str)])):
         return parameters
     if isinstance(parameters, dict):
         return {key: storable(value) if isinstance(value, str) else value for key, value in parameters.items()}
@@ -272,7 +273,11 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # On the driver's connection: through Core's execution this statement cost as much as an INSERT.
+    try:
+        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error, hide_parameters=True) from None
 
 
 def _sqlite_path(database_url: str) -> Path | None:
