@@ -113,9 +113,6 @@ class Store:
             if refusal is not None and self.is_sqlite:
                 self._refused, self._next_probe = refusal, time.monotonic() + WRITE_PROBE_SECONDS
             raise
-        except FlushFailed as exc:
-            self._refused, self._next_probe = exc.strerror, time.monotonic() + WRITE_PROBE_SECONDS
-            raise StorageUnavailable(str(exc.strerror)) from None
         if self._refused is not None:
             self.writes_refused()
 
@@ -140,8 +137,8 @@ class Store:
             self._probe_write()
         except DBAPIError as exc:
             self._refused = write_refusal(exc) or self._refused
-        except FlushFailed as exc:
-            self._refused = exc.strerror
+        except StorageUnavailable as exc:
+            self._refused = exc.reason
         else:
             self._refused = None
         return self._refused
@@ -150,15 +147,32 @@ class Store:
         """Write one row unchanged (a real page in the WAL), then checkpoint the WAL into the file and truncate it."""
         with self._durable(), self._held(), self.engine.begin() as connection:
             connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
-        with self._held(), self.engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        # On the driver's connection, outside any transaction: a Connection would begin one (BEGIN IMMEDIATE) first,
+        # and inside it the checkpoint fails with "database table is locked", so the refusal was never cleared.
+        checkpoint = "PRAGMA wal_checkpoint(TRUNCATE)"
+        with self._held(), contextlib.closing(self.engine.raw_connection()) as connection:
+            try:
+                connection.driver_connection.execute(checkpoint)  # type: ignore[union-attr]
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance(checkpoint, None, exc, sqlite3.Error, hide_parameters=True) from None
 
     def _held(self) -> contextlib.AbstractContextManager[None]:
         return self._writer_lock.held() if self._writer_lock else contextlib.nullcontext()
 
-    def _durable(self) -> contextlib.AbstractContextManager[None]:
-        """Where the WAL flush of the writes inside happens: at its exit, after the writer lock is released."""
-        return self._wal.deferred() if self._wal else contextlib.nullcontext()
+    @contextlib.contextmanager
+    def _durable(self) -> Iterator[None]:
+        """Where the WAL flush of the writes inside happens: at its exit, after the writer lock is released. A flush
+        the disk refuses is a :class:`StorageUnavailable` (a 503), remembered like a refused write."""
+        if self._wal is None:
+            yield
+            return
+        try:
+            with self._wal.deferred():
+                yield
+        except FlushFailed as exc:
+            reason = str(exc.strerror)
+            self._refused, self._next_probe = reason, time.monotonic() + WRITE_PROBE_SECONDS
+            raise StorageUnavailable(reason) from None
 
     def write(self, function: Callable[[Session], T]) -> T:
         """``function(session)`` in a committed transaction: on SQLite one shared with the writes other threads of
