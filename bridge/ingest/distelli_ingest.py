@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from sqlalchemy import Select, bindparam, or_, select
@@ -78,10 +79,14 @@ def new_event(request: DistelliRequest, event_type: str) -> Event:
     return event
 
 
-def create_event(session: Session, config: Config, event: Event) -> Event:
-    """Store a new event of :func:`new_event` and its translation; the returned event (not attached to the session)
-    has its id. Run once per event: the id it sets is the insert's."""
-    ingest(session, config, event, _translator(session, None, {}), event.event_time)
+def create_event(session: Session, config: Config, event: Event, related: list[dict[str, Any]]) -> Event:
+    """Store a new event of :func:`new_event` and its translation, given the fields of its :func:`related_events`;
+    the returned event (not attached to the session) has its id, the insert's.
+
+    The related events are read before the write, outside SQLite's writer lock: a push stored while this request
+    waited for the lock is one that arrived at the same moment, which either order would have been right for.
+    """
+    ingest(session, config, event, _translator(lambda _event: related, None, {}), event.event_time)
     return event
 
 
@@ -101,7 +106,8 @@ def update_build(session: Session, config: Config, request: DistelliRequest, eve
     event.raw_body = kept_bodies(event.raw_body, scrub(request.body))
     event.updated_at = request.received_at
     _index_columns(event)
-    ingest(session, config, event, _translator(session, prior_status, prior_state), request.received_at)
+    related = functools.partial(related_events, session)
+    ingest(session, config, event, _translator(related, prior_status, prior_state), request.received_at)
     return event
 
 
@@ -140,11 +146,13 @@ def _index_columns(event: Event) -> None:
     event.env_name, event.commit_id = columns.env_name, columns.commit_id
 
 
-def _translator(session: Session, prior_status: str | None, prior_state: Mapping[str, Any]) -> Translate:
+def _translator(
+    related_of: Callable[[Event], list[dict[str, Any]]], prior_status: str | None, prior_state: Mapping[str, Any]
+) -> Translate:
     """How :func:`bridge.ingest.ingest.ingest` maps this request's event: as a record with what it was before."""
 
     def translate(event: Event, context: MappingContext) -> list[Outbound]:
-        related = related_events(session, event)
+        related = related_of(event)
         identity = (event.id, event.username, event.app_name, event.event_type)
         record = distelli.DistelliRecord(*identity, event.fields, event.state, prior_status, prior_state, related)
         return distelli.translate(record, context)

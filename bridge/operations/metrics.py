@@ -109,7 +109,7 @@ class OutboxCollector:
         from bridge.storage.outbox import PENDING, STATES
 
         try:
-            with self.store.transaction() as session:
+            with self.store.read() as session:
                 counts = outbox.counts_by_state(session)
                 oldest = session.scalar(select(func.min(OutboxItem.created_at)).where(OutboxItem.state == PENDING))
                 paused = delivery_paused(session)["paused"]

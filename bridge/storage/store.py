@@ -46,6 +46,8 @@ from bridge.storage.groupcommit import GroupCommit
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The execution option of :meth:`Store.read`'s sessions.
+READ_ONLY = "bridge_read_only"
 # How often, at most, a store whose disk refused a write tries a probe write to learn that writes pass again.
 WRITE_PROBE_SECONDS = 1.0
 # Less free space than this where the SQLite file lives and /readyz says the disk is full: a few hundred pages of
@@ -83,6 +85,8 @@ class Store:
         self.database_url = database_url
         self.engine = make_engine(database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # The same pool; the option tells the SQLite "begin" hook to open a plain, deferred transaction.
+        self._read_sessions = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
         path = _sqlite_path(database_url)
         self._writer_lock = WriterLock(Path(f"{path}.lock")) if path else None
         self._wal = WriteAheadLog(path) if path else None
@@ -115,6 +119,20 @@ class Store:
             raise
         if self._refused is not None:
             self.writes_refused()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading only. On SQLite it takes neither the writer lock nor ``BEGIN IMMEDIATE``: a WAL
+        reader sees the last commit and never waits for a writer, so lookups and listings stay out of the
+        serialized section (a write in it would have to wait for SQLite's own lock instead: don't)."""
+        if not self.is_sqlite:
+            with self.transaction() as session:
+                yield session
+            return
+        if self._file is not None:
+            self._file.check()
+        with self._read_sessions() as session, session.begin():
+            yield session
 
     def writes_refused(self) -> str | None:
         """Why this database takes no writes now, or None; cheap enough for every /readyz.
@@ -288,10 +306,11 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_on_begin(connection: Any) -> None:
     # On the driver's connection: through Core's execution this statement cost as much as an INSERT.
+    begin = "BEGIN" if connection.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
     try:
-        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        connection.connection.driver_connection.execute(begin)
     except sqlite3.Error as exc:
-        raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error, hide_parameters=True) from None
+        raise DBAPIError.instance(begin, None, exc, sqlite3.Error, hide_parameters=True) from None
 
 
 def _sqlite_path(database_url: str) -> Path | None:

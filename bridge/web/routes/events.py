@@ -86,7 +86,10 @@ def _create(username: str, app_name: str, event_type: str) -> tuple[Response, in
     sent = _read(username, app_name, SCHEMAS[event_type])
     config = _config()
     new = distelli_ingest.new_event(sent, event_type)
-    event = _store().write(lambda session: distelli_ingest.create_event(session, config, new))
+    store = _store()
+    with store.read() as session:
+        related = distelli_ingest.related_events(session, new)
+    event = store.write(lambda session: distelli_ingest.create_event(session, config, new, related))
     log.info("event.accepted", event_id=event.id, event_type=event_type, status=event.status)
     metrics.count_accepted(distelli.SOURCE, event_type)
     return jsonify({"event_id": str(event.id)}), 200
@@ -130,7 +133,7 @@ def update_build_event(username: str, app_name: str, event_id: str) -> tuple[Res
 @blueprint.get("/<username>/apps/<app_name>/events")
 def list_events(username: str, app_name: str) -> tuple[Response, int]:
     query = list_query.parse_list_query(request.args)
-    with _store().transaction() as session:
+    with _store().read() as session:
         page, marker = list_query.list_events(session, username, app_name, query)
         deliveries = delivery_views(session, [event.id for event in page])
         body: dict[str, Any] = {

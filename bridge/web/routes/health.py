@@ -42,7 +42,7 @@ def readyz() -> tuple[Response, int]:
         refused = store.writes_refused()
         if refused:
             return _unavailable(f"the database takes no writes: {refused}", database="refuses writes")
-        with store.transaction() as session:
+        with store.read() as session:
             delivery = delivery_paused(session)
             warnings = backlog.warnings(session, current_app.extensions["bridge.config"])
     except StorageUnavailable as exc:

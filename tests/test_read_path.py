@@ -1,0 +1,87 @@
+"""Reads leave the serialized section: on SQLite a listing or a create's lookups never wait for the writer lock.
+
+ListEvents and the lookups of a create (its parent push, the push of its commit) read through ``Store.read``, a
+WAL reader that sees the last commit. Before, every read took the writer lock and ``BEGIN IMMEDIATE`` like a write,
+so a listing waited behind every write in flight, in every process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from adapters.target import CI_PIPELINE
+from bridge.storage.models import OutboxItem
+from bridge.storage.store import Store
+from tests.conftest import TOKEN, USER
+from tests.reliability.harness import running_body
+
+APP = f"/{USER}/apps/example"
+
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    return sqlite_url  # PostgreSQL has no writer lock to leave
+
+
+def test_a_listing_answers_while_a_slow_write_holds_the_writer_lock(app: Flask, store: Store) -> None:
+    client = app.test_client()
+    created = client.put(f"{APP}/events/buildEvent?apiToken={TOKEN}", json=running_body(1))
+    assert created.status_code == 200
+    writing, release = threading.Event(), threading.Event()
+
+    def slow(_session: Session) -> None:
+        writing.set()
+        release.wait(10)
+
+    writer = threading.Thread(target=store.write, args=(slow,))
+    writer.start()
+    try:
+        assert writing.wait(5)
+        started = time.monotonic()
+        listed = client.get(f"{APP}/events?apiToken={TOKEN}")
+        took = time.monotonic() - started
+        assert listed.status_code == 200
+        assert [str(event["event_id"]) for event in listed.get_json()["events"]] == [created.get_json()["event_id"]]
+        assert took < 2, f"the listing waited {took:.1f} s for the writer"
+        assert writer.is_alive()  # the write was still holding the lock all along
+    finally:
+        release.set()
+        writer.join(10)
+
+
+def test_a_create_waiting_for_the_writer_lock_still_links_the_push_stored_before_it(app: Flask, store: Store) -> None:
+    client = app.test_client()
+    push = {"commit_id": "1234567890123456789012345678901234567890", "repo_url": "https://github.com/jdoe/example"}
+    assert client.put(f"{APP}/events/pushEvent?apiToken={TOKEN}", json=push | {"branch": "main"}).status_code == 200
+    writing, release = threading.Event(), threading.Event()
+
+    def slow(_session: Session) -> None:
+        writing.set()
+        release.wait(10)
+
+    writer = threading.Thread(target=store.write, args=(slow,))
+    writer.start()
+    assert writing.wait(5)
+    answers: list[int] = []
+    build = threading.Thread(
+        target=lambda: answers.append(
+            client.put(f"{APP}/events/buildEvent?apiToken={TOKEN}", json={"build_status": "Running"} | push).status_code
+        )
+    )
+    build.start()
+    time.sleep(0.3)
+    assert answers == []  # its write waits for the lock
+    release.set()
+    writer.join(10)
+    build.join(10)
+    assert answers == [200]
+    with store.read() as session:
+        bodies = session.scalars(select(OutboxItem.body).where(OutboxItem.kind == CI_PIPELINE)).all()
+    # The branch only the push carried reached the build's pipeline body: the lookup made before the lock found it.
+    assert {body["data"]["attributes"]["resource"]["git"]["branch"] for body in bodies} == {"main"}
