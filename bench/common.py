@@ -278,6 +278,7 @@ class Sent:
     status: int
     body: bytes
     answered_at: float  # wall clock (time.time()), to compare with another process's records
+    late: float = 0.0  # how long after ``due`` the generator began it: its own delay, not the server's
 
 
 def open_loop(
@@ -292,7 +293,8 @@ def open_loop(
 
     A request due at time t is sent at t on an idle keep-alive connection (a new one if none is idle) and its
     latency runs from t, so a server that falls behind shows it instead of slowing the client down (the
-    coordinated-omission trap of closed-loop tools).
+    coordinated-omission trap of closed-loop tools). Each answer also records how late the generator itself began
+    the request, so a run can tell whether the generator (on the same cores as the server) kept to its clock.
     """
     host, port = base_url.removeprefix("http://").split(":")
     return asyncio.run(_open_loop(host, int(port), rate, seconds, make_body, path, max_connections))
@@ -313,6 +315,7 @@ async def _open_loop(
     results: list[Sent] = []
 
     async def one(number: int, due: float) -> None:
+        late = loop.time() - due
         body = make_body(number)
         request = (
             f"PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
@@ -335,9 +338,9 @@ async def _open_loop(
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 if connection is not None:
                     connection[1].close()
-                results.append(Sent(due, loop.time() - due, 0, b"", time.time()))
+                results.append(Sent(due, loop.time() - due, 0, b"", time.time(), late))
                 return
-            results.append(Sent(due, loop.time() - due, status, reply, time.time()))
+            results.append(Sent(due, loop.time() - due, status, reply, time.time(), late))
             if keep:
                 idle.append(connection)
             else:
