@@ -1,8 +1,8 @@
 """Reads leave the serialized section: on SQLite a listing or a create's lookups never wait for the writer lock.
 
-ListEvents and the lookups of a create (its parent push, the push of its commit) read through ``Store.read``, a
-WAL reader that sees the last commit. Before, every read took the writer lock and ``BEGIN IMMEDIATE`` like a write,
-so a listing waited behind every write in flight, in every process.
+ListEvents reads through ``Store.read`` and a create looks up its parent push and the push of its commit through
+``Store.lookups``: WAL readers that see the last commit. Before, every read took the writer lock and ``BEGIN
+IMMEDIATE`` like a write, so a listing waited behind every write in flight, in every process.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from sqlalchemy import Select, bindparam, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from adapters import distelli
@@ -160,7 +161,7 @@ def _translator(
     return translate
 
 
-def related_events(session: Session, event: Event) -> list[dict[str, Any]]:
+def related_events(session: Session | Connection, event: Event) -> list[dict[str, Any]]:
     """Where the git facts an event lacks live, nearest first: its parent push or pull request; for a deploy, the
     build of its release and that build's parent; then the newest push of the same commit in the app."""
     related = [parent for parent in (_parent(session, event, event.fields),) if parent is not None]
@@ -207,13 +208,16 @@ _BUILD_OF_RELEASE = _NEWEST.where(
 )
 
 
-def _parent(session: Session, event: Event, fields: Mapping[str, Any]) -> _RelatedRow | None:
+def _parent(session: Session | Connection, event: Event, fields: Mapping[str, Any]) -> _RelatedRow | None:
     """The push or pull request ``fields`` name as their parent, if it exists in the event's app."""
     number = parse_id(str(fields.get("parent_event_id") or ""))
     return None if number is None else _newest(session, _PARENT, event, id=number)
 
 
-def _newest(session: Session, statement: Select[Any], event: Event, **values: object) -> _RelatedRow | None:
+def _newest(
+    session: Session | Connection, statement: Select[Any], event: Event, **values: object
+) -> _RelatedRow | None:
     parameters = {"username": event.username, "app_name": event.app_name, **values}
-    rows = prepared(statement, session.connection().dialect).execute(session, parameters)
+    dialect = session.connection().dialect if isinstance(session, Session) else session.dialect
+    rows = prepared(statement, dialect).execute(session, parameters)
     return _RelatedRow(*rows[0]) if rows else None

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Table, insert
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
@@ -50,9 +50,9 @@ class Prepared:
         columns = statement.exported_columns  # type: ignore[attr-defined]
         self._results = [_result_processor(column.type, dialect) for column in columns]
 
-    def execute(self, session: Session, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """Run with one set of values in ``session``'s transaction; the rows it returns, converted."""
-        cursor = _cursor(session)
+    def execute(self, on: Session | Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run with one set of values in the session's (or connection's) transaction; the rows, converted."""
+        cursor = _cursor(on)
         try:
             cursor.execute(self.sql, self._parameters(values))
             rows = cursor.fetchall() if cursor.description else []
@@ -62,9 +62,9 @@ class Prepared:
             cursor.close()
         return [self._converted(row) for row in rows]
 
-    def execute_many(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    def execute_many(self, on: Session | Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run once per row of values (no result rows), in one driver call."""
-        cursor = _cursor(session)
+        cursor = _cursor(on)
         try:
             cursor.executemany(self.sql, [self._parameters(values) for values in rows])
         except self.dialect.loaded_dbapi.Error as exc:
@@ -113,8 +113,9 @@ def _storable(value: Any) -> Any:
     return storable(value) if isinstance(value, str) else value
 
 
-def _cursor(session: Session) -> Any:
-    return session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+def _cursor(on: Session | Connection) -> Any:
+    connection = on.connection() if isinstance(on, Session) else on
+    return connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
 
 def _bind_processor(type_: Any, dialect: Dialect) -> Processor | None:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -133,6 +133,15 @@ class Store:
             self._file.check()
         with self._read_sessions() as session, session.begin():
             yield session
+
+    @contextlib.contextmanager
+    def lookups(self) -> Iterator[Connection]:
+        """A connection for a few prepared SELECTs (:mod:`bridge.storage.prepared`) before a write: no session, and
+        on SQLite no transaction and no writer lock, each statement reading the last commit."""
+        if self._file is not None:
+            self._file.check()
+        with self.engine.connect() as connection:
+            yield connection
 
     def writes_refused(self) -> str | None:
         """Why this database takes no writes now, or None; cheap enough for every /readyz.

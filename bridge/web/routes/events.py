@@ -87,8 +87,8 @@ def _create(username: str, app_name: str, event_type: str) -> tuple[Response, in
     config = _config()
     new = distelli_ingest.new_event(sent, event_type)
     store = _store()
-    with store.read() as session:
-        related = distelli_ingest.related_events(session, new)
+    with store.lookups() as connection:
+        related = distelli_ingest.related_events(connection, new)
     event = store.write(lambda session: distelli_ingest.create_event(session, config, new, related))
     log.info("event.accepted", event_id=event.id, event_type=event_type, status=event.status)
     metrics.count_accepted(distelli.SOURCE, event_type)
