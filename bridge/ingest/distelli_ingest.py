@@ -26,6 +26,7 @@ from bridge.ingest.ingest import FinishedEvent, InvalidRecord, Translate, Unknow
 from bridge.listing.markers import parse_id
 from bridge.storage.models import Event
 from bridge.storage.prepared import prepared
+from bridge.storage.store import Store
 
 SECRET_KEYS = frozenset({"apitoken", "api_token", "token", "password", "secret", "dd_api_key", "dd-api-key"})
 # What one build keeps of its request bodies (see kept_bodies): a bound on the row, whatever a client sends.
@@ -80,13 +81,22 @@ def new_event(request: DistelliRequest, event_type: str) -> Event:
     return event
 
 
-def create_event(session: Session, config: Config, event: Event, related: list[dict[str, Any]]) -> Event:
-    """Store a new event of :func:`new_event` and its translation, given the fields of its :func:`related_events`;
-    the returned event (not attached to the session) has its id, the insert's.
+def store_new_event(store: Store, config: Config, event: Event) -> Event:
+    """Store a new event of :func:`new_event` and its translation; the returned event (attached to no session) has
+    its id, the insert's.
 
-    The related events are read before the write, outside SQLite's writer lock: a push stored while this request
-    waited for the lock is one that arrived at the same moment, which either order would have been right for.
+    On SQLite, where writes are serialized, the related events are read before the write, outside the writer lock:
+    a push stored while this request waited for the lock arrived at the same moment as it, and either order would
+    have been right. On PostgreSQL the lookups stay in the write's transaction, which saves a round trip.
     """
+    if not store.is_sqlite:
+        return store.write(lambda session: _create(session, config, event, related_events(session, event)))
+    with store.lookups() as connection:
+        related = related_events(connection, event)
+    return store.write(lambda session: _create(session, config, event, related))
+
+
+def _create(session: Session, config: Config, event: Event, related: list[dict[str, Any]]) -> Event:
     ingest(session, config, event, _translator(lambda _event: related, None, {}), event.event_time)
     return event
 

@@ -85,11 +85,7 @@ def _read(username: str, app_name: str, schema: Schema) -> distelli_ingest.Diste
 def _create(username: str, app_name: str, event_type: str) -> tuple[Response, int]:
     sent = _read(username, app_name, SCHEMAS[event_type])
     config = _config()
-    new = distelli_ingest.new_event(sent, event_type)
-    store = _store()
-    with store.lookups() as connection:
-        related = distelli_ingest.related_events(connection, new)
-    event = store.write(lambda session: distelli_ingest.create_event(session, config, new, related))
+    event = distelli_ingest.store_new_event(_store(), config, distelli_ingest.new_event(sent, event_type))
     log.info("event.accepted", event_id=event.id, event_type=event_type, status=event.status)
     metrics.count_accepted(distelli.SOURCE, event_type)
     return jsonify({"event_id": str(event.id)}), 200
