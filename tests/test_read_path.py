@@ -7,8 +7,10 @@ IMMEDIATE`` like a write, so a listing waited behind every write in flight, in e
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from flask import Flask
@@ -29,10 +31,9 @@ def database_url(sqlite_url: str) -> str:
     return sqlite_url  # PostgreSQL has no writer lock to leave
 
 
-def test_a_listing_answers_while_a_slow_write_holds_the_writer_lock(app: Flask, store: Store) -> None:
-    client = app.test_client()
-    created = client.put(f"{APP}/events/buildEvent?apiToken={TOKEN}", json=running_body(1))
-    assert created.status_code == 200
+@contextlib.contextmanager
+def holding_the_writer_lock(store: Store) -> Iterator[threading.Thread]:
+    """A write in another thread that holds the writer lock until the block ends."""
     writing, release = threading.Event(), threading.Event()
 
     def slow(_session: Session) -> None:
@@ -43,6 +44,17 @@ def test_a_listing_answers_while_a_slow_write_holds_the_writer_lock(app: Flask, 
     writer.start()
     try:
         assert writing.wait(5)
+        yield writer
+    finally:
+        release.set()
+        writer.join(10)
+
+
+def test_a_listing_answers_while_a_slow_write_holds_the_writer_lock(app: Flask, store: Store) -> None:
+    client = app.test_client()
+    created = client.put(f"{APP}/events/buildEvent?apiToken={TOKEN}", json=running_body(1))
+    assert created.status_code == 200
+    with holding_the_writer_lock(store) as writer:
         started = time.monotonic()
         listed = client.get(f"{APP}/events?apiToken={TOKEN}")
         took = time.monotonic() - started
@@ -50,35 +62,22 @@ def test_a_listing_answers_while_a_slow_write_holds_the_writer_lock(app: Flask, 
         assert [str(event["event_id"]) for event in listed.get_json()["events"]] == [created.get_json()["event_id"]]
         assert took < 2, f"the listing waited {took:.1f} s for the writer"
         assert writer.is_alive()  # the write was still holding the lock all along
-    finally:
-        release.set()
-        writer.join(10)
 
 
 def test_a_create_waiting_for_the_writer_lock_still_links_the_push_stored_before_it(app: Flask, store: Store) -> None:
     client = app.test_client()
     push = {"commit_id": "1234567890123456789012345678901234567890", "repo_url": "https://github.com/jdoe/example"}
     assert client.put(f"{APP}/events/pushEvent?apiToken={TOKEN}", json=push | {"branch": "main"}).status_code == 200
-    writing, release = threading.Event(), threading.Event()
-
-    def slow(_session: Session) -> None:
-        writing.set()
-        release.wait(10)
-
-    writer = threading.Thread(target=store.write, args=(slow,))
-    writer.start()
-    assert writing.wait(5)
     answers: list[int] = []
     build = threading.Thread(
         target=lambda: answers.append(
             client.put(f"{APP}/events/buildEvent?apiToken={TOKEN}", json={"build_status": "Running"} | push).status_code
         )
     )
-    build.start()
-    time.sleep(0.3)
-    assert answers == []  # its write waits for the lock
-    release.set()
-    writer.join(10)
+    with holding_the_writer_lock(store):
+        build.start()
+        time.sleep(0.3)
+        assert answers == []  # its write waits for the lock
     build.join(10)
     assert answers == [200]
     with store.read() as session:
