@@ -256,9 +256,9 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _bind_request() -> None:
         given = request.headers.get(REQUEST_ID_HEADER)
-        g.request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        g.request_id = request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
         # No clear here: the teardown below runs after every request, so the thread arrives with no context.
-        structlog.contextvars.bind_contextvars(request_id=g.request_id, client=request.remote_addr)
+        structlog.contextvars.bind_contextvars(request_id=request_id, client=request.remote_addr)
 
     @app.teardown_request
     def _unbind_request(_error: BaseException | None) -> None:
