@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -129,7 +130,17 @@ def is_storable(text: str) -> bool:
     return _UNSTORABLE.search(text) is None
 
 
-class Identifier(fields.String):
+class _SameValidators:
+    """A field whose validators are combined once: marshmallow builds a new ``And`` of them for every value."""
+
+    validators: list[Any]
+
+    @functools.cached_property
+    def _validate_all(self) -> validate.And:
+        return validate.And(*self.validators)
+
+
+class Identifier(_SameValidators, fields.String):
     """A string the way sloppy clients send it: numbers are accepted and kept as their text.
 
     NUL characters and unpaired surrogates are refused: PostgreSQL cannot store them and Datadog cannot read them.
@@ -166,7 +177,7 @@ def _unknown_time(value: Any) -> bool:
     return isinstance(value, dt.datetime) and value.year == 1
 
 
-class DistelliTime(fields.AwareDateTime):
+class DistelliTime(_SameValidators, fields.AwareDateTime):
     """An ISO 8601 time, naive ones taken as UTC, held in UTC; a time that leaves the calendar in UTC is refused.
 
     RFC 3339 allows a lower-case ``t`` and ``z``, which Python's parser does not, so the text is upper-cased first.
@@ -182,7 +193,7 @@ class DistelliTime(fields.AwareDateTime):
             raise ValidationError("Not a valid datetime.") from None
 
 
-class State(fields.String):
+class State(_SameValidators, fields.String):
     """A build or deploy status in any case, normalised to the spec's spelling."""
 
     def __init__(self, allowed: Sequence[str], **kwargs: Any) -> None:

@@ -170,8 +170,9 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _count(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        method = request.method if request.method in METHODS else "other"
+        rule, method = request.url_rule, request.method  # each read of the proxy finds the request again
+        route = rule.rule if rule is not None else "unmatched"
+        method = method if method in METHODS else "other"
         _child(REQUESTS, route, method, str(response.status_code)).inc()
         started = g.get("metrics_started")
         if started is not None:

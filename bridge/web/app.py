@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -36,9 +38,29 @@ class CollapseSlashes:
         return self.app(environ, start_response)
 
 
+class BridgeFlask(Flask):
+    """Flask, asking whether a hook or view is ``async def`` once per function instead of on every call.
+
+    Flask asks it through ``inspect.iscoroutinefunction`` of each before-, after- and teardown-request function and
+    of the view, seven times a request on the accept path; a function's answer never changes.
+    """
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            is_async = _is_async(func)
+        except TypeError:  # an unhashable callable: asked every time, as Flask does
+            is_async = inspect.iscoroutinefunction(func)
+        return self.async_to_sync(func) if is_async else func
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_async(func: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(func)
+
+
 def create_app(config: Config, store: Store | None = None) -> Flask:
     """Build a bridge app for ``config``; tests pass their own config and may share a store."""
-    app = Flask(__name__)
+    app = BridgeFlask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.merge_slashes = False

@@ -22,18 +22,20 @@ import selectors
 import socket
 import time
 from concurrent.futures import Future
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from gunicorn import util
 from gunicorn.http import errors as http_errors
+from gunicorn.http import wsgi
 from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.message import Request
 from gunicorn.http.unreader import IterUnreader, Unreader
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from bridge.web import http_response
 from bridge.web.errors import BridgeError
 
 HEAD_SECONDS = 10.0
@@ -451,6 +453,58 @@ class BufferingWorker(ThreadWorker):
         except Exception as exc:  # noqa: BLE001 (answered as a JSON error, the exception logged by handle_error)
             self.handle_error(req, conn.sock, conn.client, exc)
             return False
+
+    def handle_request(self, req: Any, conn: BufferedConn) -> bool:
+        """gthread's ``handle_request`` line for line, but answering with :class:`http_response.Response`, which
+        sends the head with the body in one write."""
+        environ: dict[str, Any] = {}
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.now()
+            resp, environ = wsgi.create(
+                req, conn.sock, conn.client, conn.server, self.cfg, response_class=http_response.Response
+            )
+            environ["wsgi.multithread"] = True
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:  # type: ignore[has-type]
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+                resp.force_close()
+            if not self.alive or not self.cfg.keepalive or len(self.keepalived_conns) >= self.max_keepalived:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                request_time = datetime.now() - request_start
+                self.log.access(resp, req, environ, request_time)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                self.log.debug("Closing connection.")
+                return False
+        except OSError:
+            raise
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:
+                # A timeout's SystemExit after the answer started: a 500 on the same socket would corrupt it.
+                self.log.exception("Error handling request")
+                util.close_graceful(conn.sock)
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:  # gthread's: a failing hook is logged, the answer stands
+                self.log.exception("Exception in post_request hook")
+        return True
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         """gunicorn's error answer, in the bridge's JSON error shape and without the request's text."""

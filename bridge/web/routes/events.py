@@ -57,10 +57,10 @@ def _store() -> Store:
 @blueprint.before_request
 def _authenticate() -> None:
     args = request.view_args or {}
-    g.username, g.app_name = args.get("username"), args.get("app_name")
-    structlog.contextvars.bind_contextvars(user=g.username, app=g.app_name)
-    check_token(_config().tokens, str(g.username), request.args.get("apiToken"))
-    _check_app_name(str(g.app_name))
+    g.username, g.app_name = username, app_name = args.get("username"), args.get("app_name")
+    structlog.contextvars.bind_contextvars(user=username, app=app_name)
+    check_token(_config().tokens, str(username), request.args.get("apiToken"))
+    _check_app_name(str(app_name))
 
 
 def _check_app_name(app_name: str) -> None:
