@@ -5,7 +5,8 @@
 The naive forwarder (``baselines.py naive``) posts each event to the intake and answers its client afterwards,
 so every request holds a gunicorn thread for the intake's 100 ms; the bridge answers once the event is stored and
 delivers in batches from its outbox. Both run under the same gunicorn settings against the same stand-in intake,
-loaded by the same closed-loop generator. Target: the bridge's client-side throughput >= 20x the forwarder's.
+loaded by the same closed-loop generator. Target (issue 17): the bridge's client-side throughput >= 10x the
+forwarder's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 
 from common import baseline, bridge, header, sqlite_url, stand_in, table, throughput, verdict, workdir
 
-TARGET_RATIO = 20.0
+TARGET_RATIO = 10.0
 
 
 def main() -> None:
