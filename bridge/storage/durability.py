@@ -76,11 +76,22 @@ class WriteAheadLog:
         local.depth = getattr(local, "depth", 0) + 1
         try:
             yield
-        finally:
-            local.depth -= 1
+        except BaseException:
+            # The error goes on to the caller, who answers it; what was committed before it is flushed all the same.
+            self._leave(local, quietly=True)
+            raise
+        self._leave(local, quietly=False)
+
+    def _leave(self, local: threading.local, quietly: bool) -> None:
+        local.depth -= 1
         if local.depth == 0 and getattr(local, "pending", False):
             local.pending = False
-            self.flush()
+            try:
+                self.flush()
+            except FlushFailed as exc:
+                if not quietly:
+                    raise
+                self.failure = str(exc.strerror)
 
     def flush(self) -> None:
         """fdatasync the WAL file at the database's path; nothing to do when there is none (see the module)."""
