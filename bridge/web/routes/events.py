@@ -116,8 +116,8 @@ def update_build_event(username: str, app_name: str, event_id: str) -> tuple[Res
     config = _config()
 
     def update(session: Session) -> dict[str, Any]:
-        # Plain values only leave the transaction: with group commit another write's rolled-back savepoint can
-        # expire this build's row object before the route reads it.
+        # Plain values only leave the transaction: with group commit the whole group can be rolled back and run
+        # again after another write failed, which expires this build's row object before the route reads it.
         event = distelli_ingest.update_build(session, config, sent, event_id)
         return event_view(event, delivery_views(session, [event.id]).get(event.id))
 
