@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +59,11 @@ class WriteAheadLog:
         record.info["wal_changes"] = dbapi_connection.total_changes
 
     def on_checkin(self, dbapi_connection: Any, record: Any) -> None:
-        if dbapi_connection is None or dbapi_connection.total_changes == record.info.get("wal_changes"):
+        try:
+            changes = None if dbapi_connection is None else dbapi_connection.total_changes
+        except sqlite3.ProgrammingError:  # closed after an error: flush all the same, it costs nothing then
+            changes = -1
+        if changes is None or changes == record.info.get("wal_changes"):
             return
         if getattr(self._local, "depth", 0):
             self._local.pending = True
