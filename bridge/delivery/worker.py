@@ -33,6 +33,8 @@ IDLE_POLL_SECONDS = 0.5
 BATCH_LINGER_SECONDS = 0.2
 STOP_GRACE_SECONDS = 25.0
 DATABASE_RETRY_SECONDS = 5.0
+# How long a stopping worker waits for an upkeep round in progress (its batches are small; each commits alone).
+UPKEEP_STOP_SECONDS = 5.0
 
 
 def make_intake(config: Config) -> Intake:
@@ -107,8 +109,11 @@ def run_worker(config: Config, settings: SenderSettings | None = None, stop_grac
     worker = Worker(Sender(store, make_intake(config), settings or sender_settings(config)), stop_grace=stop_grace)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
-    Upkeep(store, config).start(worker.stopping)  # retention, stale runs, backlog warnings (docs/operations.md)
+    # Retention, stale runs and backlog warnings (docs/operations.md).
+    upkeep = Upkeep(store, config).start(worker.stopping)
     try:
         worker.run()
+        # Upkeep stops between batches once told to: let it finish the one in hand and log what it did.
+        upkeep.join(UPKEEP_STOP_SECONDS)
     finally:
         store.dispose()

@@ -131,6 +131,8 @@ class Store:
             return
         if self._file is not None:
             self._file.check()
+        if self._writer_lock is not None:
+            self._writer_lock.check()
         with self._read_sessions() as session, session.begin():
             yield session
 
@@ -140,6 +142,8 @@ class Store:
         on SQLite no transaction and no writer lock, each statement reading the last commit."""
         if self._file is not None:
             self._file.check()
+        if self._writer_lock is not None:
+            self._writer_lock.check()
         with self.engine.connect() as connection:
             yield connection
 
@@ -433,7 +437,14 @@ class WriterLock:
                 self._file.close()
             self._file, self._pid = None, 0
 
-    def _flock(self, deadline: float) -> bool:
+    def check(self) -> None:
+        """Raise :class:`StorageUnavailable` when this process cannot open the lock file: no write could pass, and
+        reads, which do not take the lock, say so too rather than answer as if all were well."""
+        if self._pid != os.getpid():
+            with self._thread_lock:
+                self._open()
+
+    def _open(self) -> None:
         if self._pid != os.getpid():
             # A lock file inherited across fork shares its flock with the parent, so each process opens its own.
             try:
@@ -441,6 +452,9 @@ class WriterLock:
             except OSError as exc:
                 raise StorageUnavailable(f"the lock file {self.path} cannot be opened: {exc.strerror}") from None
             self._pid = os.getpid()
+
+    def _flock(self, deadline: float) -> bool:
+        self._open()
         while True:
             try:
                 fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
