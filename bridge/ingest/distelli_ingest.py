@@ -25,7 +25,7 @@ from bridge.config import Config
 from bridge.ingest.ingest import FinishedEvent, InvalidRecord, Translate, UnknownEvent, ingest
 from bridge.listing.markers import parse_id
 from bridge.storage.models import Event
-from bridge.storage.prepared import prepared
+from bridge.storage.prepared import dialect_of, prepared
 from bridge.storage.store import Store
 
 SECRET_KEYS = frozenset({"apitoken", "api_token", "token", "password", "secret", "dd_api_key", "dd-api-key"})
@@ -228,6 +228,5 @@ def _newest(
     session: Session | Connection, statement: Select[Any], event: Event, **values: object
 ) -> _RelatedRow | None:
     parameters = {"username": event.username, "app_name": event.app_name, **values}
-    dialect = session.connection().dialect if isinstance(session, Session) else session.dialect
-    rows = prepared(statement, dialect).execute(session, parameters)
+    rows = prepared(statement, dialect_of(session)).execute(session, parameters)
     return _RelatedRow(*rows[0]) if rows else None

@@ -71,7 +71,7 @@ class WriteAheadLog:
         try:
             self.flush()  # an engine.begin() outside the store's transactions (migrations): flushed right away
         except FlushFailed as exc:
-            self.failure = str(exc)  # a pool event cannot fail the caller; readiness reports it instead
+            self.failure = str(exc.strerror)  # a pool event cannot fail the caller; readiness reports it instead
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:

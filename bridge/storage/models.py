@@ -17,7 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from adapters.base import SourceRecord
-from bridge.storage.prepared import prepared_insert
+from bridge.storage.prepared import dialect_of, prepared_insert
 from bridge.storage.store import replace_unstorable, storable
 
 # SQLite only makes INTEGER PRIMARY KEY an autoincrementing rowid; PostgreSQL wants a BIGINT identity.
@@ -121,7 +121,7 @@ def insert_event(session: Session, event: Event) -> int:
     reads the row back in the same transaction.
     """
     row = {column: getattr(event, column) for column in _EVENT_COLUMNS}
-    statement = prepared_insert(_EVENTS, session.connection().dialect, _EVENT_COLUMNS, ("id",))
+    statement = prepared_insert(_EVENTS, dialect_of(session), _EVENT_COLUMNS, ("id",))
     ((event.id,),) = statement.execute(session, row)
     return event.id
 

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, aliased
 from adapters.target import CI_PIPELINE, INTAKE_WINDOW, Outbound
 from bridge.operations import metrics
 from bridge.storage.models import OutboxItem
-from bridge.storage.prepared import prepared_insert
+from bridge.storage.prepared import dialect_of, prepared_insert
 
 PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD = "pending", "delivered", "superseded", "expired", "dead"
 STATES = (PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD)
@@ -67,7 +67,7 @@ def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now:
         for outbound in outbounds
     ]
     if rows:
-        prepared_insert(_TABLE, session.connection().dialect, _ENQUEUED_COLUMNS).execute_many(session, rows)
+        prepared_insert(_TABLE, dialect_of(session), _ENQUEUED_COLUMNS).execute_many(session, rows)
         metrics.count_expired("arrived_too_old", sum(row["state"] == EXPIRED for row in rows))
 
 

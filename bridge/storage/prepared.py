@@ -4,7 +4,7 @@ Through SQLAlchemy Core, one INSERT of an event cost about 0.6 ms of CPU on the 
 parameter processing, the execution context, the result wrapper): more than SQLite took to run it, and all of it
 inside the serialized write. A :class:`Prepared` statement is compiled by SQLAlchemy once per dialect; each
 execution converts its values with the same bind processors Core would use (so a row written here reads back like
-any other), replaces what neither driver can store (:func:`bridge.storage.store.storable`), and hands the text and
+any other), replaces what neither driver can store (:func:`bridge.storage.store.storable_row`), and hands the text and
 values to the driver's cursor, which caches its own prepared statement. The statements run in the caller's
 transaction: the session's connection is the same DBAPI connection.
 
@@ -20,11 +20,10 @@ from typing import Any
 
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
-from bridge.storage.store import holds_unstorable, storable
+from bridge.storage.store import driver_error, storable_row
 
 Processor = Callable[[Any], Any]
 
@@ -57,7 +56,7 @@ class Prepared:
             cursor.execute(self.sql, self._parameters(values))
             rows = cursor.fetchall() if cursor.description else []
         except self.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(self.sql, self.dialect, exc) from None
+            raise driver_error(self.sql, exc, self.dialect.loaded_dbapi.Error) from None
         finally:
             cursor.close()
         return [self._converted(row) for row in rows]
@@ -68,7 +67,7 @@ class Prepared:
         try:
             cursor.executemany(self.sql, [self._parameters(values) for values in rows])
         except self.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(self.sql, self.dialect, exc) from None
+            raise driver_error(self.sql, exc, self.dialect.loaded_dbapi.Error) from None
         finally:
             cursor.close()
 
@@ -78,12 +77,9 @@ class Prepared:
             value = converted.get(name)
             if value is not None:
                 converted[name] = process(value)
-        # One check over all the strings joined (C speed) instead of one per value: most rows hold nothing to replace.
-        if holds_unstorable("".join([value for value in converted.values() if isinstance(value, str)])):
-            converted = {name: _storable(value) for name, value in converted.items()}
         if self._names is None:
-            return converted
-        return tuple([converted[name] for name in self._names])
+            return storable_row(converted)
+        return storable_row(tuple([converted[name] for name in self._names]))
 
     def _converted(self, row: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(
@@ -109,13 +105,17 @@ def prepared_insert(
     return Prepared(statement, dialect, column_keys=columns)
 
 
-def _storable(value: Any) -> Any:
-    return storable(value) if isinstance(value, str) else value
+def dialect_of(on: Session | Connection) -> Dialect:
+    """The dialect a statement run ``on`` this session or connection is compiled for."""
+    return _connection(on).dialect
+
+
+def _connection(on: Session | Connection) -> Connection:
+    return on.connection() if isinstance(on, Session) else on
 
 
 def _cursor(on: Session | Connection) -> Any:
-    connection = on.connection() if isinstance(on, Session) else on
-    return connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    return _connection(on).connection.driver_connection.cursor()  # type: ignore[union-attr]
 
 
 def _bind_processor(type_: Any, dialect: Dialect) -> Processor | None:
@@ -126,7 +126,3 @@ def _bind_processor(type_: Any, dialect: Dialect) -> Processor | None:
 def _result_processor(type_: Any, dialect: Dialect) -> Processor | None:
     processor: Processor | None = type_.dialect_impl(dialect).result_processor(dialect, None)
     return processor
-
-
-def _wrapped(sql: str, dialect: Dialect, error: Exception) -> StatementError:
-    return DBAPIError.instance(sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True)

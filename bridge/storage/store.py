@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.storage.durability import FlushFailed, WriteAheadLog
@@ -129,10 +129,7 @@ class Store:
             with self.transaction() as session:
                 yield session
             return
-        if self._file is not None:
-            self._file.check()
-        if self._writer_lock is not None:
-            self._writer_lock.check()
+        self._check_files()
         with self._read_sessions() as session, session.begin():
             yield session
 
@@ -140,12 +137,17 @@ class Store:
     def lookups(self) -> Iterator[Connection]:
         """A connection for a few prepared SELECTs (:mod:`bridge.storage.prepared`) before a write: no session, and
         on SQLite no transaction and no writer lock, each statement reading the last commit."""
+        self._check_files()
+        with self.engine.connect() as connection:
+            yield connection
+
+    def _check_files(self) -> None:
+        """What a transaction checks on the way to the writer lock, for the reads that do not take it: the database
+        file is the one first opened, and the lock file can be opened (else writes cannot pass, and reads say so)."""
         if self._file is not None:
             self._file.check()
         if self._writer_lock is not None:
             self._writer_lock.check()
-        with self.engine.connect() as connection:
-            yield connection
 
     def writes_refused(self) -> str | None:
         """Why this database takes no writes now, or None; cheap enough for every /readyz.
@@ -185,7 +187,7 @@ class Store:
             try:
                 connection.driver_connection.execute(checkpoint)  # type: ignore[union-attr]
             except sqlite3.Error as exc:
-                raise DBAPIError.instance(checkpoint, None, exc, sqlite3.Error, hide_parameters=True) from None
+                raise driver_error(checkpoint, exc, sqlite3.Error) from None
 
     def _held(self) -> contextlib.AbstractContextManager[None]:
         return self._writer_lock.held() if self._writer_lock else contextlib.nullcontext()
@@ -259,15 +261,14 @@ def replace_unstorable(data: Any) -> Any:
         for key, value in list(node.items() if isinstance(node, dict) else enumerate(node)):
             if isinstance(value, dict | list):
                 stack.append(value)
-            elif holds_unstorable(value):
+            elif _unstorable(value):
                 node[key] = storable(value)
-            if isinstance(node, dict) and holds_unstorable(key):
+            if isinstance(node, dict) and _unstorable(key):
                 node[storable(key)] = node.pop(key)
     return data
 
 
-def holds_unstorable(value: Any) -> bool:
-    """True for a string :func:`storable` would change."""
+def _unstorable(value: Any) -> bool:
     if not isinstance(value, str):
         return False
     # isascii is a flag read, so the common case costs one call; only non-ASCII text needs the regex.
@@ -281,13 +282,21 @@ def storable_json(value: Any) -> str:
     return _NUL_ESCAPE.sub("\\1\ufffd", encoded) if "\\u0000" in encoded else encoded
 
 
-def _storable_row(parameters: Any) -> Any:
+def driver_error(statement: str, error: Exception, dbapi_error: type[Exception]) -> StatementError:
+    """A driver's error on ``statement`` run outside Core, raised as Core would raise it (a DBAPIError subclass, so
+    503 and 409 handling and :func:`write_refusal` see it the same), never quoting the values."""
+    return DBAPIError.instance(statement, None, error, dbapi_error, hide_parameters=True)
+
+
+def storable_row(parameters: Any) -> Any:
+    """A statement's parameters (a dict, list or tuple) with :func:`storable` applied to every string, as given
+    when none needs it."""
     values = parameters.values() if isinstance(parameters, dict) else parameters
     if not isinstance(values, list | tuple | type({}.values())):
         return parameters
     # One check over all the row's strings joined (C speed) instead of one call per parameter: this runs for
     # every statement.
-    if not holds_unstorable("".join([value for value in values if isinstance(value, str)])):
+    if not _unstorable("".join([value for value in values if isinstance(value, str)])):
         return parameters
     if isinstance(parameters, dict):
         return {key: storable(value) if isinstance(value, str) else value for key, value in parameters.items()}
@@ -298,8 +307,8 @@ def _storable_parameters(
     _connection: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, executemany: bool
 ) -> tuple[str, Any]:
     if executemany:
-        return statement, type(parameters)(_storable_row(row) for row in parameters)
-    return statement, _storable_row(parameters)
+        return statement, type(parameters)(storable_row(row) for row in parameters)
+    return statement, storable_row(parameters)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -323,7 +332,7 @@ def _sqlite_on_begin(connection: Any) -> None:
     try:
         connection.connection.driver_connection.execute(begin)
     except sqlite3.Error as exc:
-        raise DBAPIError.instance(begin, None, exc, sqlite3.Error, hide_parameters=True) from None
+        raise driver_error(begin, exc, sqlite3.Error) from None
 
 
 def _sqlite_path(database_url: str) -> Path | None:
