@@ -11,11 +11,13 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from flask import Flask
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from bridge.storage.models import Event, OutboxItem
+from bridge.storage.models import Event, OutboxItem, insert_event
+from bridge.storage.prepared import Executor
 from bridge.storage.store import Store
 from bridge.web.errors import NotFound
 from tests.conftest import TOKEN, USER
@@ -24,8 +26,8 @@ from tests.reliability.harness import running_body
 APP = f"/{USER}/apps/example"
 
 
-def _add(session: Session, name: str) -> int:
-    row = Event(
+def _event(name: str) -> Event:
+    return Event(
         source="test",
         username="jdoe",
         app_name=name,
@@ -36,9 +38,18 @@ def _add(session: Session, name: str) -> int:
         event_time=dt.datetime.now(dt.UTC),
         updated_at=dt.datetime.now(dt.UTC),
     )
+
+
+def _add(session: Session, name: str) -> int:
+    row = _event(name)
     session.add(row)
     session.flush()
     return row.id
+
+
+def _insert(on: Executor, name: str) -> int:
+    """A write of prepared statements only, as a create is (``Store.write_statements``)."""
+    return insert_event(on, _event(name))
 
 
 def _in_threads(count: int, target: Any) -> list[Any]:
@@ -111,6 +122,41 @@ def test_a_write_that_fails_in_a_group_fails_alone_and_leaves_nothing(store: Sto
 
     assert isinstance(results[2], NotFound)
     assert all(isinstance(value, int) for index, value in enumerate(results) if index != 2)
+    assert _app_names(store) == sorted(["first", "app-0", "app-1", "app-3", "app-4"])
+
+
+@pytest.mark.parametrize("with_a_session_write", [False, True], ids=["statements-only", "mixed"])
+def test_statement_writes_grouped_behind_a_busy_one_are_stored_and_a_failing_one_fails_alone(
+    store: Store, with_a_session_write: bool
+) -> None:
+    first_running = threading.Event()
+
+    def slow_first(on: Executor) -> int:
+        first_running.set()
+        time.sleep(0.3)  # the others queue meanwhile: one group, on a session only if one of them needs it
+        return _insert(on, "first")
+
+    def write(index: int) -> int:
+        if with_a_session_write and index == 4:
+            return store.write(lambda session: _add(session, "app-4"))
+
+        def add(on: Executor) -> int:
+            new_id = _insert(on, f"app-{index}")
+            if index == 2:
+                raise NotFound("no such thing")  # after its insert: the insert must be undone too
+            return new_id
+
+        return store.write_statements(add)
+
+    leader = threading.Thread(target=store.write_statements, args=(slow_first,))
+    leader.start()
+    first_running.wait(5)
+    results = _in_threads(5, write)
+    leader.join(10)
+
+    assert isinstance(results[2], NotFound)
+    assert all(isinstance(value, int) for index, value in enumerate(results) if index != 2)
+    assert len({value for index, value in enumerate(results) if index != 2}) == 4
     assert _app_names(store) == sorted(["first", "app-0", "app-1", "app-3", "app-4"])
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from sqlalchemy import Select, bindparam, or_, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from adapters import distelli
@@ -25,7 +24,7 @@ from bridge.config import Config
 from bridge.ingest.ingest import FinishedEvent, InvalidRecord, Translate, UnknownEvent, ingest
 from bridge.listing.markers import parse_id
 from bridge.storage.models import Event
-from bridge.storage.prepared import dialect_of, prepared
+from bridge.storage.prepared import Executor, dialect_of, prepared
 from bridge.storage.store import Store
 
 SECRET_KEYS = frozenset({"apitoken", "api_token", "token", "password", "secret", "dd_api_key", "dd-api-key"})
@@ -90,14 +89,14 @@ def store_new_event(store: Store, config: Config, event: Event) -> Event:
     have been right. On PostgreSQL the lookups stay in the write's transaction, which saves a round trip.
     """
     if not store.is_sqlite:
-        return store.write(lambda session: _create(session, config, event, related_events(session, event)))
+        return store.write_statements(lambda on: _create(on, config, event, related_events(on, event)))
     with store.lookups() as connection:
         related = related_events(connection, event)
-    return store.write(lambda session: _create(session, config, event, related))
+    return store.write_statements(lambda on: _create(on, config, event, related))
 
 
-def _create(session: Session, config: Config, event: Event, related: list[dict[str, Any]]) -> Event:
-    ingest(session, config, event, _translator(lambda _event: related, None, {}), event.event_time)
+def _create(on: Executor, config: Config, event: Event, related: list[dict[str, Any]]) -> Event:
+    ingest(on, config, event, _translator(lambda _event: related, None, {}), event.event_time)
     return event
 
 
@@ -171,18 +170,18 @@ def _translator(
     return translate
 
 
-def related_events(session: Session | Connection, event: Event) -> list[dict[str, Any]]:
+def related_events(on: Executor, event: Event) -> list[dict[str, Any]]:
     """Where the git facts an event lacks live, nearest first: its parent push or pull request; for a deploy, the
     build of its release and that build's parent; then the newest push of the same commit in the app."""
-    related = [parent for parent in (_parent(session, event, event.fields),) if parent is not None]
+    related = [parent for parent in (_parent(on, event, event.fields),) if parent is not None]
     release = event.fields.get("release_version")
     if event.event_type == distelli.DEPLOY and release:
-        build = _newest(session, _BUILD_OF_RELEASE, event, release=str(release))
+        build = _newest(on, _BUILD_OF_RELEASE, event, release=str(release))
         if build is not None:
-            related += [found for found in (build, _parent(session, event, build.fields)) if found is not None]
+            related += [found for found in (build, _parent(on, event, build.fields)) if found is not None]
     commit = event.commit_id or next((other.commit_id for other in related if other.commit_id), None)
     if commit:
-        push = _newest(session, _PUSH_OF_COMMIT, event, commit=commit)
+        push = _newest(on, _PUSH_OF_COMMIT, event, commit=commit)
         if push is not None and push.id not in {other.id for other in related}:
             related.append(push)
     return [other.fields for other in related]
@@ -218,15 +217,13 @@ _BUILD_OF_RELEASE = _NEWEST.where(
 )
 
 
-def _parent(session: Session | Connection, event: Event, fields: Mapping[str, Any]) -> _RelatedRow | None:
+def _parent(on: Executor, event: Event, fields: Mapping[str, Any]) -> _RelatedRow | None:
     """The push or pull request ``fields`` name as their parent, if it exists in the event's app."""
     number = parse_id(str(fields.get("parent_event_id") or ""))
-    return None if number is None else _newest(session, _PARENT, event, id=number)
+    return None if number is None else _newest(on, _PARENT, event, id=number)
 
 
-def _newest(
-    session: Session | Connection, statement: Select[Any], event: Event, **values: object
-) -> _RelatedRow | None:
+def _newest(on: Executor, statement: Select[Any], event: Event, **values: object) -> _RelatedRow | None:
     parameters = {"username": event.username, "app_name": event.app_name, **values}
-    rows = prepared(statement, dialect_of(session)).execute(session, parameters)
+    rows = prepared(statement, dialect_of(on)).execute(on, parameters)
     return _RelatedRow(*rows[0]) if rows else None

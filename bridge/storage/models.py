@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from adapters.base import SourceRecord
-from bridge.storage.prepared import dialect_of, prepared_insert
+from bridge.storage.prepared import Executor, dialect_of, prepared_insert
 from bridge.storage.store import replace_unstorable, storable
 
 # SQLite only makes INTEGER PRIMARY KEY an autoincrementing rowid; PostgreSQL wants a BIGINT identity.
@@ -114,15 +114,15 @@ def storable_record(record: SourceRecord, body: bytes) -> SourceRecord:
     return dataclasses.replace(record, fields=replace_unstorable(record.fields), **columns)
 
 
-def insert_event(session: Session, event: Event) -> int:
+def insert_event(on: Executor, event: Event) -> int:
     """Write a new, unattached event with one prepared INSERT (:mod:`bridge.storage.prepared`) and set its id.
 
     On the accept paths the ORM unit of work, and then Core's execution, cost more than the insert itself; nothing
     reads the row back in the same transaction.
     """
     row = {column: getattr(event, column) for column in _EVENT_COLUMNS}
-    statement = prepared_insert(_EVENTS, dialect_of(session), _EVENT_COLUMNS, ("id",))
-    ((event.id,),) = statement.execute(session, row)
+    statement = prepared_insert(_EVENTS, dialect_of(on), _EVENT_COLUMNS, ("id",))
+    ((event.id,),) = statement.execute(on, row)
     return event.id
 
 

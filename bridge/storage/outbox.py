@@ -36,14 +36,14 @@ from sqlalchemy.orm import Session, aliased
 from adapters.target import CI_PIPELINE, INTAKE_WINDOW, Outbound
 from bridge.operations import metrics
 from bridge.storage.models import OutboxItem
-from bridge.storage.prepared import dialect_of, prepared_insert
+from bridge.storage.prepared import Executor, dialect_of, prepared_insert
 
 PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD = "pending", "delivered", "superseded", "expired", "dead"
 STATES = (PENDING, DELIVERED, SUPERSEDED, EXPIRED, DEAD)
 WINDOW_PASSED = "the intake's 18-hour window passed before it could be delivered"
 
 
-def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now: dt.datetime) -> None:
+def enqueue(on: Executor, event_id: int, outbounds: Iterable[Outbound], now: dt.datetime) -> None:
     """Add the mapped bodies of one event; those the mapping found too old are stored as expired, not sent.
 
     One prepared INSERT for all of them (:mod:`bridge.storage.prepared`): nothing reads the rows back in this
@@ -67,7 +67,7 @@ def enqueue(session: Session, event_id: int, outbounds: Iterable[Outbound], now:
         for outbound in outbounds
     ]
     if rows:
-        prepared_insert(_TABLE, dialect_of(session), _ENQUEUED_COLUMNS).execute_many(session, rows)
+        prepared_insert(_TABLE, dialect_of(on), _ENQUEUED_COLUMNS).execute_many(on, rows)
         metrics.count_expired("arrived_too_old", sum(row["state"] == EXPIRED for row in rows))
 
 

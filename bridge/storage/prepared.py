@@ -19,13 +19,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Table, insert
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
-from bridge.storage.store import driver_error, storable_row
+from bridge.storage.store import DriverConnection, driver_error, storable_row
 
 Processor = Callable[[Any], Any]
+# What a prepared statement runs on: a session's transaction, or a pooled DBAPI connection.
+Executor = Session | DriverConnection
+# The key in a session's ``info`` of the (root transaction, DBAPI connection) its statements last ran on.
+_DRIVER_CONNECTION = "bridge_driver_connection"
 
 
 class Prepared:
@@ -49,7 +53,7 @@ class Prepared:
         columns = statement.exported_columns  # type: ignore[attr-defined]
         self._results = [_result_processor(column.type, dialect) for column in columns]
 
-    def execute(self, on: Session | Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    def execute(self, on: Executor, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run with one set of values in the session's (or connection's) transaction; the rows, converted."""
         cursor = _cursor(on)
         try:
@@ -61,7 +65,7 @@ class Prepared:
             cursor.close()
         return [self._converted(row) for row in rows]
 
-    def execute_many(self, on: Session | Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def execute_many(self, on: Executor, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run once per row of values (no result rows), in one driver call."""
         cursor = _cursor(on)
         try:
@@ -105,17 +109,31 @@ def prepared_insert(
     return Prepared(statement, dialect, column_keys=columns)
 
 
-def dialect_of(on: Session | Connection) -> Dialect:
-    """The dialect a statement run ``on`` this session or connection is compiled for."""
-    return _connection(on).dialect
+def dialect_of(on: Executor) -> Dialect:
+    """The dialect a statement run ``on`` this session or connection is compiled for: a session's bind's, which asks
+    it for no connection (``Session.connection()`` walks the transaction's state machine each time)."""
+    if isinstance(on, DriverConnection):
+        return on.dialect
+    return on.bind.dialect if on.bind is not None else on.connection().dialect
 
 
-def _connection(on: Session | Connection) -> Connection:
-    return on.connection() if isinstance(on, Session) else on
+def _cursor(on: Executor) -> Any:
+    return _driver_connection(on).cursor()
 
 
-def _cursor(on: Session | Connection) -> Any:
-    return _connection(on).connection.driver_connection.cursor()  # type: ignore[union-attr]
+def _driver_connection(on: Executor) -> Any:
+    """The DBAPI connection under ``on``. A session's is remembered with the root transaction it belongs to, so
+    the statements of one transaction ask the session for its connection once, and a later transaction of the same
+    session (which may hold another connection) asks again."""
+    if isinstance(on, DriverConnection):
+        return on.driver
+    transaction = on.get_transaction()
+    remembered = on.info.get(_DRIVER_CONNECTION)
+    if remembered is not None and transaction is not None and remembered[0] is transaction:
+        return remembered[1]
+    driver = on.connection().connection.driver_connection
+    on.info[_DRIVER_CONNECTION] = (on.get_transaction(), driver)
+    return driver
 
 
 def _bind_processor(type_: Any, dialect: Dialect) -> Processor | None:

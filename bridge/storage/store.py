@@ -24,7 +24,9 @@ written with :func:`storable_json` for the same reason (PostgreSQL refuses the `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import functools
 import json
 import os
 import re
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,6 +48,7 @@ from bridge.storage.groupcommit import GroupCommit
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_BEGIN = "BEGIN IMMEDIATE"
 # The execution option of :meth:`Store.read`'s sessions.
 READ_ONLY = "bridge_read_only"
 # How often, at most, a store whose disk refused a write tries a probe write to learn that writes pass again.
@@ -78,6 +81,17 @@ class StorageUnavailable(Exception):
         self.reason = reason
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class DriverConnection:
+    """A DBAPI connection from the engine's pool and the dialect its statements are compiled for: what the accept
+    path's prepared statements (:mod:`bridge.storage.prepared`) run on when nothing needs a session. A session's
+    transaction, and a Core connection's, cost more CPU than the two INSERTs of a create (checkout, the
+    transaction's state machine, commit and close), most of it inside the serialized write."""
+
+    dialect: Dialect
+    driver: Any
+
+
 class Store:
     """Owns the engine and hands out sessions whose transaction commits on success and rolls back on error."""
 
@@ -90,7 +104,9 @@ class Store:
         path = _sqlite_path(database_url)
         self._writer_lock = WriterLock(Path(f"{path}.lock")) if path else None
         self._wal = WriteAheadLog(path) if path else None
-        self._group_commit = GroupCommit(self.transaction, self._durable) if self.is_sqlite else None
+        self._group_commit = (
+            GroupCommit(self.transaction, self.driver_transaction, self._durable) if self.is_sqlite else None
+        )
         self._file = DatabaseFile(path) if path else None
         if self._file is not None:
             event.listen(self.engine, "connect", self._file.on_connect)
@@ -121,6 +137,32 @@ class Store:
             self.writes_refused()
 
     @contextlib.contextmanager
+    def driver_transaction(self) -> Iterator[DriverConnection]:
+        """What :meth:`transaction` does (the same checks, lock, flush and refusals) on a DBAPI connection, for
+        writes made only of prepared statements: ``BEGIN IMMEDIATE`` on SQLite (PostgreSQL's driver begins by
+        itself), then COMMIT, or ROLLBACK if the body raised."""
+        if self._file is not None:
+            self._file.check()
+        try:
+            with self._durable(), self._held(), self._pooled() as pooled:
+                connection = DriverConnection(self.engine.dialect, pooled.driver_connection)
+                if self.is_sqlite:
+                    _on_driver(connection, _BEGIN, functools.partial(connection.driver.execute, _BEGIN))
+                try:
+                    yield connection
+                except BaseException:
+                    _roll_back(pooled)
+                    raise
+                _on_driver(connection, "COMMIT", connection.driver.commit)
+        except DBAPIError as exc:
+            refusal = write_refusal(exc)
+            if refusal is not None and self.is_sqlite:
+                self._refused, self._next_probe = refusal, time.monotonic() + WRITE_PROBE_SECONDS
+            raise
+        if self._refused is not None:
+            self.writes_refused()
+
+    @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reading only. On SQLite it takes neither the writer lock nor ``BEGIN IMMEDIATE``: a WAL
         reader sees the last commit and never waits for a writer, so lookups and listings stay out of the
@@ -134,12 +176,13 @@ class Store:
             yield session
 
     @contextlib.contextmanager
-    def lookups(self) -> Iterator[Connection]:
-        """A connection for a few prepared SELECTs (:mod:`bridge.storage.prepared`) before a write: no session, and
-        on SQLite no transaction and no writer lock, each statement reading the last commit."""
+    def lookups(self) -> Iterator[DriverConnection]:
+        """A pooled DBAPI connection for a few prepared SELECTs (:mod:`bridge.storage.prepared`) before a write: no
+        session and no Core connection, and on SQLite no transaction and no writer lock, each statement reading the
+        last commit."""
         self._check_files()
-        with self.engine.connect() as connection:
-            yield connection
+        with self._pooled() as pooled:
+            yield DriverConnection(self.engine.dialect, pooled.driver_connection)
 
     def _check_files(self) -> None:
         """What a transaction checks on the way to the writer lock, for the reads that do not take it: the database
@@ -183,11 +226,25 @@ class Store:
         # On the driver's connection, outside any transaction: a Connection would begin one (BEGIN IMMEDIATE) first,
         # and inside it the checkpoint fails with "database table is locked", so the refusal was never cleared.
         checkpoint = "PRAGMA wal_checkpoint(TRUNCATE)"
-        with self._held(), contextlib.closing(self.engine.raw_connection()) as connection:
+        with self._held(), self._pooled() as connection:
             try:
-                connection.driver_connection.execute(checkpoint)  # type: ignore[union-attr]
+                connection.driver_connection.execute(checkpoint)
             except sqlite3.Error as exc:
                 raise driver_error(checkpoint, exc, sqlite3.Error) from None
+
+    @contextlib.contextmanager
+    def _pooled(self) -> Iterator[Any]:
+        """A DBAPI connection from the pool, given back at the end; a database that cannot be reached raises what
+        Core's ``connect()`` would (an :class:`~sqlalchemy.exc.OperationalError`, a 503), not the driver's error."""
+        error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            pooled = self.engine.raw_connection()
+        except error as exc:
+            raise driver_error(None, exc, error) from None
+        try:
+            yield pooled
+        finally:
+            pooled.close()
 
     def _held(self) -> contextlib.AbstractContextManager[None]:
         return self._writer_lock.held() if self._writer_lock else contextlib.nullcontext()
@@ -215,6 +272,15 @@ class Store:
             return self._group_commit.run(function)
         with self.transaction() as session:
             return function(session)
+
+    def write_statements(self, function: Callable[[Session | DriverConnection], T]) -> T:
+        """:meth:`write` for a ``function`` that only runs prepared statements, on whatever it is given: its
+        transaction is a :meth:`driver_transaction` (on SQLite, unless another write of its group needs a
+        session), which costs a fraction of a session's."""
+        if self._group_commit is not None:
+            return self._group_commit.run(function, needs_session=False)
+        with self.driver_transaction() as connection:
+            return function(connection)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -282,9 +348,10 @@ def storable_json(value: Any) -> str:
     return _NUL_ESCAPE.sub("\\1\ufffd", encoded) if "\\u0000" in encoded else encoded
 
 
-def driver_error(statement: str, error: Exception, dbapi_error: type[Exception]) -> StatementError:
-    """A driver's error on ``statement`` run outside Core, raised as Core would raise it (a DBAPIError subclass, so
-    503 and 409 handling and :func:`write_refusal` see it the same), never quoting the values."""
+def driver_error(statement: str | None, error: Exception, dbapi_error: type[Exception]) -> StatementError:
+    """A driver's error on ``statement`` (None: connecting) run outside Core, raised as Core would raise it (a
+    DBAPIError subclass, so 503 and 409 handling and :func:`write_refusal` see it the same), never quoting the
+    values."""
     return DBAPIError.instance(statement, None, error, dbapi_error, hide_parameters=True)
 
 
@@ -324,6 +391,24 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _on_driver(connection: DriverConnection, statement: str, call: Callable[[], object]) -> None:
+    """``call()``, the driver running ``statement`` (BEGIN, COMMIT); its error raised as Core would raise it."""
+    error = connection.dialect.loaded_dbapi.Error
+    try:
+        call()
+    except error as exc:
+        raise driver_error(statement, exc, error) from None
+
+
+def _roll_back(pooled: Any) -> None:
+    """Roll a failed write back; a connection that cannot even do that is dropped from the pool, and the write's
+    own error is what the caller gets."""
+    try:
+        pooled.rollback()
+    except Exception:  # noqa: BLE001 (the error that made the rollback necessary is raised instead)
+        pooled.invalidate()
 
 
 def _sqlite_on_begin(connection: Any) -> None:
