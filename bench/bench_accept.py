@@ -61,13 +61,17 @@ def main() -> None:
                 runs[name].append(throughput(server.base_url, args.seconds, args.connections, server=server))
         if not args.no_postgres:
             with postgres_schema() as database_url, bridge(directory, database_url, WEB_CONCURRENCY="2") as server:
-                runs["postgres"].append(throughput(server.base_url, args.seconds, args.connections, server=server))
+                result = throughput(server.base_url, args.seconds, args.connections, server=server, database=True)
+                runs["postgres"].append(result)
     for name, results in runs.items():
         if results:
             figures = ", ".join(
                 f"{result.requests_per_second:.0f} ({result.cpu_ms_per_request:.2f} ms)" for result in results
             )
             print(f"# {name}: {figures} req/s (server CPU ms/request)")
+    if runs["postgres"]:
+        figures = ", ".join(f"{result.database_cpu_ms_per_request:.2f}" for result in runs["postgres"])
+        print(f"# postgres: PostgreSQL's own processes, CPU ms/request beside the bridge's: {figures}")
     best = {
         name: max(results, key=lambda result: result.requests_per_second) for name, results in runs.items() if results
     }

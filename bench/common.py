@@ -170,6 +170,7 @@ class Throughput:
     errors: int
     tool: str
     cpu_ms_per_request: float = 0.0  # CPU (user + system) of every server process, per answered request
+    database_cpu_ms_per_request: float = 0.0  # the same of the PostgreSQL server's processes, when asked for
 
 
 def throughput(
@@ -178,21 +179,36 @@ def throughput(
     connections: int = 16,
     path: str = CREATE_PATH,
     server: BridgeProcess | None = None,
+    database: bool = False,
 ) -> Throughput:
     """Closed-loop PUTs of a Running build for ``seconds`` (after a short warm-up) with ``connections`` clients.
 
     With ``server``, also the CPU its processes (master, web workers, delivery worker) spent per request during
-    the measured part: what a request costs, whatever the load generator took of the same cores.
+    the measured part: what a request costs, whatever the load generator took of the same cores. With
+    ``database``, also what this machine's PostgreSQL processes spent in the same time (its backends serve the
+    bridge's statements on the same two cores).
     """
     run = _wrk if shutil.which("wrk") else _threaded
     run(base_url, 2, connections, path)
     pids = server.pids() if server else []
-    before = cpu_seconds(pids)
+    database_pids = postgres_pids() if database else []
+    before, database_before = cpu_seconds(pids), cpu_seconds(database_pids)
     result = run(base_url, seconds, connections, path)
     if pids and result.requests_per_second:
-        used = cpu_seconds(pids) - before
-        result.cpu_ms_per_request = used * 1000 / (result.requests_per_second * seconds)
+        requests = result.requests_per_second * seconds
+        result.cpu_ms_per_request = (cpu_seconds(pids) - before) * 1000 / requests
+        result.database_cpu_ms_per_request = (cpu_seconds(database_pids) - database_before) * 1000 / requests
     return result
+
+
+def postgres_pids() -> list[int]:
+    """Every process of this machine's PostgreSQL server (its backends, WAL writer, checkpointer)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                pids.append(int(entry.name))
+    return pids
 
 
 def cpu_seconds(pids: list[int]) -> float:
