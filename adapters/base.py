@@ -44,6 +44,7 @@ from adapters.target import pipeline_request as pipeline_request
 QUEUED = "queued"
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$|^[0-9a-fA-F]{64}$")
 _SCP_URL = re.compile(r"^[\w.-]+@([\w.-]+):")
+_NOT_IN_EMAIL = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +62,21 @@ class MappingContext:
         """A UUID that is the same for the same run every time, so retries and replays never duplicate."""
         name = "/".join([self.installation_id, *(str(part) for part in parts)])
         # uuid.uuid5 itself, but a lone surrogate in a source's name (valid JSON, not valid UTF-8) cannot fail it.
-        data = uuid.NAMESPACE_URL.bytes + name.encode("utf-8", "surrogatepass")
-        digest = hashlib.sha1(data, usedforsecurity=False).digest()
-        return str(uuid.UUID(bytes=digest[:16], version=5))
+        data = _URL_NAMESPACE + name.encode("utf-8", "surrogatepass")
+        return _uuid5_text(hashlib.sha1(data, usedforsecurity=False).digest())
+
+
+_URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
+# The bits uuid.UUID(version=5) sets: the variant (RFC 4122) and the version.
+_VARIANT_MASK, _VARIANT = ~(0xC000 << 48), 0x8000 << 48
+_VERSION_MASK, _VERSION_5 = ~(0xF000 << 64), 5 << 76
+
+
+def _uuid5_text(digest: bytes) -> str:
+    """``str(uuid.UUID(bytes=digest[:16], version=5))``, without building the UUID object that is thrown away."""
+    number = int.from_bytes(digest[:16]) & _VARIANT_MASK | _VARIANT
+    text = f"{number & _VERSION_MASK | _VERSION_5:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,7 +263,7 @@ def author_email(username: str | None, repository_url: str, context: MappingCont
     )
     if mapped:
         return mapped
-    safe = re.sub(r"[^A-Za-z0-9._+-]", "-", name).strip(".-") or "unknown"
+    safe = _NOT_IN_EMAIL.sub("-", name).strip(".-") or "unknown"
     # str.replace, not str.format: a template with other braces must not fail the request that stores the event.
     template = context.author_email_template
     return template.replace("{username}", safe).replace("{host}", repository_host(repository_url))

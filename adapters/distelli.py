@@ -216,9 +216,23 @@ def _time() -> fields.Field:
     return DistelliTime(allow_none=True, default_timezone=dt.UTC)
 
 
+class _Boolean(_SameValidators, fields.Boolean):
+    """``fields.Boolean`` with its validators combined once."""
+
+
 class _DistelliSchema(Schema):
+    """What every Distelli request body shares: the git facts, cleaned as clients send them.
+
+    No field is required, so loading with ``partial=True`` gives the same values and errors; it lets marshmallow
+    skip a field the body does not carry instead of running it on ``missing`` (most bodies send half the fields).
+    """
+
     class Meta:
         unknown = EXCLUDE
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("partial", True)
+        super().__init__(**kwargs)
 
     @pre_load
     def _as_clients_send_it(self, data: Any, **_: Any) -> Any:
@@ -267,7 +281,7 @@ class BuildEventSchema(_DistelliSchema):
     build_status = State(BUILD_STATES, allow_none=True)
     build_start = _time()
     build_end = _time()
-    auto_build = fields.Boolean(allow_none=True)
+    auto_build = _Boolean(allow_none=True)
     build_id = _text(200)
     build_provider = _text(100)
     build_url = _text()
@@ -288,7 +302,7 @@ class DeployEventSchema(_DistelliSchema):
     deployment_type = _text(100)
     env_name = _text(200)
     release_version = _text(200)
-    auto_deploy = fields.Boolean(allow_none=True)
+    auto_deploy = _Boolean(allow_none=True)
     parent_event_id = _text(40)
     deploy_start = _time()
     deploy_end = _time()

@@ -505,3 +505,12 @@ def test_the_synthesised_author_email_uses_the_repository_host_and_never_fails_o
     ((pipeline, _),) = _resources(case)
 
     assert pipeline["git"]["author_email"] == email
+
+
+@pytest.mark.parametrize("event_type", sorted(distelli.SCHEMAS))
+def test_no_request_field_is_required_so_partial_loading_gives_the_same_values(event_type: str) -> None:
+    schema = distelli.SCHEMAS[event_type]()
+    assert schema.partial is True
+    assert [name for name, field in schema.fields.items() if field.required] == []
+    body = {"branch": "main", "build_status": "running", "auto_build": True, "deploy_start": "2024-01-02T03:04:05Z"}
+    assert schema.load(body) == distelli.SCHEMAS[event_type](partial=False).load(body)
