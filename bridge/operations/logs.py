@@ -22,6 +22,7 @@ from urllib.parse import unquote_plus
 
 import structlog
 from gunicorn.glogging import Logger as _GunicornBaseLogger
+from structlog.typing import EventDict
 
 from bridge.config import SECRET_FIELDS, Config
 
@@ -134,15 +135,21 @@ def _scrub(value: Any) -> Any:
 
 def _redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
-        if key.startswith("_"):
-            continue
-        if _secret_key(key):
+        if _is_plain_key(key):
+            if isinstance(value, str):  # nearly every value: redacted without the detour through _scrub
+                event_dict[key] = redact(value)
+            elif isinstance(value, dict | list | tuple):
+                event_dict[key] = _scrub(value)
+        elif not key.startswith("_"):
             event_dict[key] = REDACTED
-        elif isinstance(value, str):  # nearly every value: redacted without the detour through _scrub
-            event_dict[key] = redact(value)
-        elif isinstance(value, dict | list | tuple):
-            event_dict[key] = _scrub(value)
     return event_dict
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_plain_key(key: str) -> bool:
+    """Whether an event's value under ``key`` is logged (redacted): not a secret's key, nor ``_``-prefixed
+    structlog bookkeeping. Remembered: a line has a dozen keys, nearly all of them the same on every line."""
+    return not key.startswith("_") and not _secret_key(key)
 
 
 def _secret_key(key: Any) -> bool:
@@ -189,13 +196,21 @@ def json_formatter() -> logging.Formatter:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.stdlib.ExtraAdder(allow=ACCESS_FIELDS),
         ],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            _exception_processor,
-            _redact_processor,
-            structlog.processors.JSONRenderer(),
-        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _render_processor],
     )
+
+
+# What structlog.processors.JSONRenderer() calls (json.dumps with structlog's fallback for other types), built once.
+_ENCODE = json.JSONEncoder(default=structlog.processors._json_fallback_handler).encode
+
+
+def _rendered(event_dict: EventDict) -> str:
+    """An event's JSON line as every line is rendered: its exception as text, its secrets redacted."""
+    return _ENCODE(_redact_processor(None, "", _exception_processor(None, "", event_dict)))
+
+
+def _render_processor(_logger: Any, _method: str, event_dict: EventDict) -> str:
+    return _rendered(event_dict)
 
 
 class _StderrHandler(logging.StreamHandler[Any]):
@@ -239,12 +254,90 @@ def configure_logging(config: Config) -> None:
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            _LineLogger.wrap,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_LineLoggerFactory(handler),
         cache_logger_on_first_use=False,
     )
+
+
+class _LineLogger:
+    """What structlog's loggers write to: each event rendered as the root handler's formatter renders it
+    (:func:`_rendered`), and written under that handler's lock to its stream, with no ``LogRecord`` in between.
+
+    Going through the standard library cost a caller-frame walk, two ``LogRecord`` objects (the record and the
+    formatter's copy of it) and the formatter's bookkeeping for each line, a third of the line's instructions,
+    for the line the same processors render in the end. What the standard library decided on the way is decided
+    here too: the logger's level (and ``logging.disable``); an error while writing is reported by the handler and
+    swallowed. Not consulted: filters on a bridge logger or on the handler (none is set) and handlers added to the
+    root logger after configure_logging (pytest's caplog sees only the other libraries' records).
+    """
+
+    __slots__ = ("_handler", "_logger", "name")
+
+    def __init__(self, logger: logging.Logger, handler: logging.StreamHandler[Any]) -> None:
+        self.name = logger.name
+        self._logger = logger
+        self._handler = handler
+
+    @staticmethod
+    def wrap(_logger: Any, _method: str, event_dict: EventDict) -> tuple[tuple[EventDict], dict[str, Any]]:
+        """The last processor: hands the event dict itself to the logger method (structlog would pass a dict as
+        keyword arguments)."""
+        return (event_dict,), {}
+
+    def _write(self, level: int, event_dict: EventDict) -> None:
+        if not self._logger.isEnabledFor(level):
+            return
+        handler = self._handler
+        handler.acquire()
+        try:
+            stream = handler.stream
+            stream.write(f"{_rendered(event_dict)}{handler.terminator}")
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 (as StreamHandler.emit: reported by the handler, failing no request)
+            handler.handleError(logging.LogRecord(self.name, level, "", 0, event_dict, (), None))
+        finally:
+            handler.release()
+
+    def debug(self, event_dict: EventDict) -> None:
+        self._write(logging.DEBUG, event_dict)
+
+    def info(self, event_dict: EventDict) -> None:
+        self._write(logging.INFO, event_dict)
+
+    def warning(self, event_dict: EventDict) -> None:
+        self._write(logging.WARNING, event_dict)
+
+    def error(self, event_dict: EventDict) -> None:
+        self._write(logging.ERROR, event_dict)
+
+    def critical(self, event_dict: EventDict) -> None:
+        self._write(logging.CRITICAL, event_dict)
+
+
+class _LineLoggerFactory:
+    """structlog's logger factory: one :class:`_LineLogger` per name, for the handler configure_logging made.
+
+    The names are the standard library's (structlog's ``LoggerFactory`` picks the caller's module when none is
+    given), so levels set on ``logging.getLogger(name)`` still apply.
+    """
+
+    def __init__(self, handler: logging.StreamHandler[Any]) -> None:
+        self._handler = handler
+        self._stdlib = structlog.stdlib.LoggerFactory(ignore_frame_names=[__name__])
+        self._named: dict[str, _LineLogger] = {}
+
+    def __call__(self, *args: Any) -> _LineLogger:
+        if args and isinstance(args[0], str):
+            known = self._named.get(args[0])
+            if known is None:
+                known = self._named.setdefault(args[0], _LineLogger(self._stdlib(*args), self._handler))
+            return known
+        return _LineLogger(self._stdlib(*args), self._handler)
 
 
 def init_app(app: Flask) -> None:
