@@ -99,6 +99,18 @@ def test_a_careless_log_of_url_and_headers_shows_no_secret(app: Flask, logged: C
     assert "[REDACTED]" in foreign["event"]
 
 
+def test_an_object_logged_as_is_shows_its_repr_without_the_secret_it_holds(logged: Callable[[], list[Any]]) -> None:
+    class Holder:
+        def __repr__(self) -> str:
+            return f"Holder(for {USER} with {TOKEN}, name='kept')"
+
+    structlog.get_logger("careless").info("debug.object", thing=Holder(), things=[Holder()])
+
+    (line,) = logged()  # logged() itself fails on the token or the key anywhere in the output
+    assert line["thing"] == f"Holder(for {USER} with [REDACTED], name='kept')"
+    assert line["things"] == [line["thing"]]
+
+
 def test_an_unexpected_error_is_one_json_line_with_the_traceback_and_no_token(
     app: Flask, logged: Callable[[], list[Any]]
 ) -> None:

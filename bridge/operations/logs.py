@@ -200,8 +200,17 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-# What structlog.processors.JSONRenderer() calls (json.dumps with structlog's fallback for other types), built once.
-_ENCODE = json.JSONEncoder(default=structlog.processors._json_fallback_handler).encode
+def _as_logged(value: Any) -> Any:
+    """What a value JSON cannot encode is logged as (structlog's rule: its ``__structlog__()``, else its repr),
+    redacted: the repr of an object that holds a secret (a config, a request) is text only now, after the
+    redaction of the event's strings."""
+    as_structlog = getattr(value, "__structlog__", None)
+    shown = as_structlog() if callable(as_structlog) else repr(value)
+    return redact(shown) if isinstance(shown, str) else _scrub(shown)
+
+
+# The encoder structlog.processors.JSONRenderer() would build per line, built once.
+_ENCODE = json.JSONEncoder(default=_as_logged).encode
 
 
 def _rendered(event_dict: EventDict) -> str:
