@@ -42,6 +42,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bridge.storage.checkpoints import AUTOCHECKPOINT_PAGES, Checkpointer
 from bridge.storage.durability import FlushFailed, WriteAheadLog
 from bridge.storage.groupcommit import GroupCommit
 
@@ -104,6 +105,7 @@ class Store:
         path = _sqlite_path(database_url)
         self._writer_lock = WriterLock(Path(f"{path}.lock")) if path else None
         self._wal = WriteAheadLog(path) if path else None
+        self._checkpoints = Checkpointer(self._pooled, self._held) if path else None
         self._group_commit = (
             GroupCommit(self.transaction, self.driver_transaction, self._durable) if self.is_sqlite else None
         )
@@ -256,6 +258,8 @@ class Store:
         if self._wal is None:
             yield
             return
+        if self._checkpoints is not None:
+            self._checkpoints.start()
         try:
             with self._wal.deferred():
                 yield
@@ -388,6 +392,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")  # the fsync is the store's, outside the lock (durability.py)
+    cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")  # checkpoints.py checkpoints outside it
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
