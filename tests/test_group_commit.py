@@ -97,61 +97,31 @@ def test_writes_queued_behind_a_busy_one_commit_together_and_each_gets_its_own_r
     assert _app_names(store) == sorted(["first", *(f"app-{index}" for index in range(6))])
 
 
-def test_a_write_that_fails_in_a_group_fails_alone_and_leaves_nothing(store: Store) -> None:
+@pytest.mark.parametrize("kind", ["session", "statements", "mixed"])
+def test_a_write_that_fails_in_a_group_fails_alone_and_leaves_nothing(store: Store, kind: str) -> None:
+    """Writes through the session's unit of work, writes of prepared statements alone (a create: the group then
+    runs without a session), and both in one group."""
     first_running = threading.Event()
 
-    def slow_first(session: Session) -> int:
-        first_running.set()
-        time.sleep(0.3)
-        return _add(session, "first")
+    def by_session(index: int) -> bool:
+        return kind == "session" or (kind == "mixed" and index == 4)
 
-    def write(index: int) -> int:
-        def add(session: Session) -> int:
-            new_id = _add(session, f"app-{index}")
+    def written(index: int, name: str) -> Any:
+        def add(on: Any) -> int:
+            new_id = _add(on, name) if by_session(index) else _insert(on, name)
             if index == 2:
                 raise NotFound("no such thing")  # after its insert: the insert must be undone too
+            if index < 0:
+                first_running.set()
+                time.sleep(0.3)  # the others queue meanwhile
             return new_id
 
-        return store.write(add)
+        return (store.write if by_session(index) else store.write_statements)(add)
 
-    leader = threading.Thread(target=store.write, args=(slow_first,))
+    leader = threading.Thread(target=written, args=(-1, "first"))
     leader.start()
     first_running.wait(5)
-    results = _in_threads(5, write)
-    leader.join(10)
-
-    assert isinstance(results[2], NotFound)
-    assert all(isinstance(value, int) for index, value in enumerate(results) if index != 2)
-    assert _app_names(store) == sorted(["first", "app-0", "app-1", "app-3", "app-4"])
-
-
-@pytest.mark.parametrize("with_a_session_write", [False, True], ids=["statements-only", "mixed"])
-def test_statement_writes_grouped_behind_a_busy_one_are_stored_and_a_failing_one_fails_alone(
-    store: Store, with_a_session_write: bool
-) -> None:
-    first_running = threading.Event()
-
-    def slow_first(on: Executor) -> int:
-        first_running.set()
-        time.sleep(0.3)  # the others queue meanwhile: one group, on a session only if one of them needs it
-        return _insert(on, "first")
-
-    def write(index: int) -> int:
-        if with_a_session_write and index == 4:
-            return store.write(lambda session: _add(session, "app-4"))
-
-        def add(on: Executor) -> int:
-            new_id = _insert(on, f"app-{index}")
-            if index == 2:
-                raise NotFound("no such thing")  # after its insert: the insert must be undone too
-            return new_id
-
-        return store.write_statements(add)
-
-    leader = threading.Thread(target=store.write_statements, args=(slow_first,))
-    leader.start()
-    first_running.wait(5)
-    results = _in_threads(5, write)
+    results = _in_threads(5, lambda index: written(index, f"app-{index}"))
     leader.join(10)
 
     assert isinstance(results[2], NotFound)

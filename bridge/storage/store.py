@@ -125,37 +125,34 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session inside one committed-or-rolled-back transaction."""
-        if self._file is not None:
-            self._file.check()
-        try:
-            with self._durable(), self._held(), self._sessions() as session, session.begin():
-                yield session
-        except DBAPIError as exc:
-            refusal = write_refusal(exc)
-            if refusal is not None and self.is_sqlite:
-                self._refused, self._next_probe = refusal, time.monotonic() + WRITE_PROBE_SECONDS
-            raise
-        if self._refused is not None:
-            self.writes_refused()
+        with self._writing(), self._durable(), self._held(), self._sessions() as session, session.begin():
+            yield session
 
     @contextlib.contextmanager
     def driver_transaction(self) -> Iterator[DriverConnection]:
         """What :meth:`transaction` does (the same checks, lock, flush and refusals) on a DBAPI connection, for
         writes made only of prepared statements: ``BEGIN IMMEDIATE`` on SQLite (PostgreSQL's driver begins by
         itself), then COMMIT, or ROLLBACK if the body raised."""
+        with self._writing(), self._durable(), self._held(), self._pooled() as pooled:
+            connection = DriverConnection(self.engine.dialect, pooled.driver_connection)
+            if self.is_sqlite:
+                _on_driver(connection, _BEGIN, functools.partial(connection.driver.execute, _BEGIN))
+            try:
+                yield connection
+            except BaseException:
+                _roll_back(pooled)
+                raise
+            _on_driver(connection, "COMMIT", connection.driver.commit)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every write transaction: the database file checked before it; a write the database refused (a
+        full disk) remembered after, so /readyz says so until a probe write passes; after a write that passed while
+        a refusal was remembered, the refusal is checked again."""
         if self._file is not None:
             self._file.check()
         try:
-            with self._durable(), self._held(), self._pooled() as pooled:
-                connection = DriverConnection(self.engine.dialect, pooled.driver_connection)
-                if self.is_sqlite:
-                    _on_driver(connection, _BEGIN, functools.partial(connection.driver.execute, _BEGIN))
-                try:
-                    yield connection
-                except BaseException:
-                    _roll_back(pooled)
-                    raise
-                _on_driver(connection, "COMMIT", connection.driver.commit)
+            yield
         except DBAPIError as exc:
             refusal = write_refusal(exc)
             if refusal is not None and self.is_sqlite:
