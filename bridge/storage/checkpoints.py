@@ -26,6 +26,7 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -54,16 +55,18 @@ class Checkpointer:
         self._held = held
         self._pid = 0
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
         self._logged_at = -FAILURE_LOG_SECONDS
 
     def start(self) -> None:
         """Start this process's thread, once; cheap enough to call before every write."""
-        if self._pid == os.getpid():
+        if self._pid == os.getpid() or self._stopped.is_set():
             return
         with self._lock:
-            if self._pid != os.getpid():
+            if self._pid != os.getpid() and not self._stopped.is_set():
                 self._pid = os.getpid()
-                threading.Thread(target=self._run, name="sqlite-checkpoints", daemon=True).start()
+                arguments = (weakref.ref(self), self._stopped)
+                threading.Thread(target=_run, args=arguments, name="sqlite-checkpoints", daemon=True).start()
 
     def checkpoint(self) -> None:
         """One round: a passive checkpoint, then one more inside the writer lock for what was written meanwhile. A
@@ -79,7 +82,17 @@ class Checkpointer:
                 self._logged_at = time.monotonic()
                 log.warning("storage.checkpoint_failed", error=str(exc))
 
-    def _run(self) -> None:
-        while True:
-            time.sleep(INTERVAL_SECONDS)
-            self.checkpoint()
+    def stop(self) -> None:
+        """End this process's thread (the store is disposed): at most one more round runs, already under way."""
+        self._stopped.set()
+
+
+def _run(checkpointer: weakref.ref[Checkpointer], stopped: threading.Event) -> None:
+    """The thread: a round every :data:`INTERVAL_SECONDS` until the store is disposed or is garbage (the thread
+    holds it weakly, so a store nobody disposed does not keep it running)."""
+    while not stopped.wait(INTERVAL_SECONDS):
+        alive = checkpointer()
+        if alive is None:
+            return
+        alive.checkpoint()
+        del alive

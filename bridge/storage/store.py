@@ -284,6 +284,8 @@ class Store:
             return function(connection)
 
     def dispose(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
         self.engine.dispose()
         if self._writer_lock:
             self._writer_lock.close()
