@@ -68,7 +68,6 @@ def new_event(request: DistelliRequest, event_type: str) -> Event:
         stored, state = distelli.advance_build(None, None, request.values, request.received_at)
     else:
         stored = distelli.to_stored(request.values)
-    columns = distelli.index_columns(stored)
     return _transient_event(
         source=distelli.SOURCE,
         username=request.username,
@@ -79,10 +78,7 @@ def new_event(request: DistelliRequest, event_type: str) -> Event:
         raw_body=json.dumps([scrub(request.body)]),
         event_time=request.received_at,
         updated_at=request.received_at,
-        status=columns.status,
-        branch=columns.branch,
-        env_name=columns.env_name,
-        commit_id=columns.commit_id,
+        **_index_values(stored),
     )
 
 
@@ -169,9 +165,13 @@ def find_event(session: Session, username: str, app_name: str, event_id: str, lo
 
 
 def _index_columns(event: Event) -> None:
-    columns = distelli.index_columns(event.fields)
-    event.status, event.branch = columns.status, columns.branch
-    event.env_name, event.commit_id = columns.env_name, columns.commit_id
+    for name, value in _index_values(event.fields).items():
+        setattr(event, name, value)
+
+
+def _index_values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's index columns (status, branch, env, commit) by column name, from its stored fields."""
+    return dataclasses.asdict(distelli.index_columns(fields))
 
 
 def _translator(

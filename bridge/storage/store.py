@@ -417,7 +417,7 @@ def _roll_back(pooled: Any) -> None:
 
 def _sqlite_on_begin(connection: Any) -> None:
     # On the driver's connection: through Core's execution this statement cost as much as an INSERT.
-    begin = "BEGIN" if connection.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+    begin = "BEGIN" if connection.get_execution_options().get(READ_ONLY) else _BEGIN
     try:
         connection.connection.driver_connection.execute(begin)
     except sqlite3.Error as exc:
