@@ -166,6 +166,85 @@ def test_metrics_add_up_every_web_worker_and_the_delivery_worker(bridge: Server)
     assert samples[accepted] == 1
 
 
+def _web_workers(server: Server) -> list[int]:
+    """The gunicorn workers under ``serve``: the master's children, less the delivery worker."""
+    master = server.process.pid
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = (entry / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == master and b"worker" not in command.split(b"\0")[-2:-1][0]:
+                workers.append(int(entry.name))
+    return workers
+
+
+def _connections_held(pid: int, port: int, established_only: bool = True) -> int:
+    """How many TCP connections to ``port`` process ``pid`` holds open (from /proc): established ones, or any but
+    the listener (a connection its client closed stays open until the worker has read the end)."""
+    established = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        state = fields[3]
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and (state == "01" if established_only else state != "0A"):
+            established.add(f"socket:[{fields[9]}]")
+    held = 0
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            held += os.readlink(descriptor) in established
+        except OSError:
+            continue
+    return held
+
+
+def test_keep_alive_connections_opened_at_once_are_spread_over_the_web_workers(bridge: Server) -> None:
+    """A proxy's or a load generator's connections, opened together and kept: each web worker gets its share,
+    rather than the first to wake taking them all and serving every request on one core (bridge/web/balance.py)."""
+    # Both started and waiting for connections (a worker still starting gets none, and is left none).
+    _wait_until(lambda: len(_web_workers(bridge)) == 2)
+    workers = _web_workers(bridge)
+    _wait_until(lambda: all(Path(f"/proc/{pid}/wchan").read_text() == "do_epoll_wait" for pid in workers))
+    _wait_until(lambda: sum(_connections_held(pid, bridge.port, established_only=False) for pid in workers) == 0)
+    for _round in range(3):
+        clients = [socket.create_connection(("127.0.0.1", bridge.port), timeout=10) for _ in range(16)]
+        try:
+            for client in clients:
+                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n")
+            for client in clients:
+                assert client.recv(65536).startswith(b"HTTP/1.1 200 ")
+            held = [_connections_held(pid, bridge.port) for pid in workers]
+        finally:
+            for client in clients:
+                client.close()
+        assert sum(held) == 16
+        assert min(held) >= 5, f"round {_round}: connections per web worker: {held}"
+        _wait_until(lambda: sum(_connections_held(pid, bridge.port, established_only=False) for pid in workers) == 0)
+
+
+def test_a_stopped_web_worker_leaves_no_new_client_waiting(bridge: Server) -> None:
+    """A worker that holds fewer connections but does not accept them (stopped here, stuck in real life): the
+    others leave it new connections only for a moment, then take them themselves."""
+    _wait_until(lambda: len(_web_workers(bridge)) == 2)
+    stopped, _running = _web_workers(bridge)
+    os.kill(stopped, signal.SIGSTOP)
+    kept = socket.create_connection(("127.0.0.1", bridge.port), timeout=10)  # the running worker holds one more
+    try:
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n")
+        assert kept.recv(65536).startswith(b"HTTP/1.1 200 ")
+        for _ in range(10):
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", bridge.port), timeout=10) as client:
+                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\n\r\n")
+                assert client.recv(65536).startswith(b"HTTP/1.1 200 ")
+            assert time.monotonic() - started < 1.0
+    finally:
+        kept.close()
+        os.kill(stopped, signal.SIGCONT)
+
+
 def test_the_container_health_check_command(bridge: Server, tmp_path: Path) -> None:
     env = {**bridge.env, "PORT": str(bridge.port)}
     healthy = subprocess.run([str(BIN / "pipeline-bridge"), "healthcheck"], env=env, capture_output=True, timeout=30)

@@ -36,6 +36,7 @@ from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from bridge.web import http_response
+from bridge.web.balance import AcceptGate
 from bridge.web.errors import BridgeError
 
 HEAD_SECONDS = 10.0
@@ -231,9 +232,12 @@ class BufferingWorker(ThreadWorker):
         self.conns: set[BufferedConn] = set()
         self.body_limit = DEFAULT_BODY_LIMIT
         self._next_sweep = 0.0
+        self.accept_gate = AcceptGate(None, None)
 
     def init_process(self) -> None:
         self._raise_file_limit()
+        # The master's pre_fork hook (bridge.web.server) gave this worker its share of the connection counts.
+        self.accept_gate = AcceptGate(getattr(self, "connection_counts", None), getattr(self, "balance_slot", None))
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -256,6 +260,26 @@ class BufferingWorker(ThreadWorker):
 
     # -- the main thread: accept, read, time out -------------------------------------------------------------
 
+    def run(self) -> None:
+        self.accept_gate.held(self.nr_conns)
+        try:
+            super().run()
+        finally:
+            self.accept_gate.closed()
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """gthread's, but a worker holding more connections than another leaves new ones to it for a moment."""
+        super().set_accept_enabled(enabled and not self.accept_gate.leave_to_others(self.nr_conns))
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """gthread's wait, with the accept gate asked again before each (gthread's loop asks only on a change)."""
+        if self.alive:
+            self.set_accept_enabled(self.nr_conns < self.worker_connections)
+        else:
+            self.accept_gate.closed()  # stopping: it accepts no more, so nobody should leave connections to it
+        left = self.accept_gate.seconds_left()
+        super().wait_for_and_dispatch_events(timeout if left is None else min(timeout, left))
+
     def accept(self, listener: socket.socket) -> None:
         try:
             sock, client = listener.accept()
@@ -269,6 +293,7 @@ class BufferingWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
+        self.accept_gate.held(self.nr_conns)
         conn = BufferedConn(self.cfg, sock, client, listener.getsockname())
         self.conns.add(conn)
         self._watch(conn)
@@ -413,6 +438,7 @@ class BufferingWorker(ThreadWorker):
             return
         self.conns.discard(conn)
         self.nr_conns -= 1
+        self.accept_gate.held(self.nr_conns)
         if conn.state != SERVING:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self.poller.unregister(conn.sock)

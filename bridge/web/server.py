@@ -22,15 +22,28 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from bridge.config import Config
+from bridge.web.balance import ConnectionCounts
 
+COUNTED_WORKERS = 16  # slots of connection counts: more than web_concurrency, for workers started by TTIN
 WORKER_CONNECTIONS = 2000  # per web process: 1,200 slow or idle clients can all land on one of the two
 
 
 def gunicorn_options(config: Config) -> dict[str, Any]:
     """gunicorn settings for ``config``: JSON logs (access log included) and metrics files of dead workers dropped."""
     metrics_dir = config.metrics_dir
+    counts = ConnectionCounts(max(COUNTED_WORKERS, 2 * config.web_concurrency))
+
+    def pre_fork(server: Any, worker: Any) -> None:
+        """Move what the master built into the collector's permanent generation, so the workers' garbage
+        collections never write to (and so copy) the pages they share with it; give the new worker its slot of
+        the connection counts (bridge.web.balance)."""
+        gc.freeze()
+        taken = {other.balance_slot for other in server.WORKERS.values() if other.balance_slot is not None}
+        worker.connection_counts, worker.balance_slot = counts, counts.claim(taken)
 
     def child_exit(_server: Any, worker: Any) -> None:
+        if getattr(worker, "balance_slot", None) is not None:
+            counts.release(worker.balance_slot)
         if metrics_dir:
             from prometheus_client import multiprocess
 
@@ -58,12 +71,6 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "secure_scheme_headers": {},
         "forwarded_allow_ips": "",
     }
-
-
-def pre_fork(_server: Any, _worker: Any) -> None:
-    """Move what the master built into the collector's permanent generation, so the workers' garbage collections
-    never write to (and so copy) the pages they share with it."""
-    gc.freeze()
 
 
 def post_fork(_server: Any, worker: Any) -> None:
