@@ -152,9 +152,10 @@ class OutboxItem(Base):
     __table_args__ = (
         Index("ix_outbox_due", "state", "next_attempt_at", "id"),
         Index("ix_outbox_unique", "unique_id", "id"),
-        # Pending rows only (migration 0002): the sender's claim stays fast however long the history grows.
+        # Pending rows only (migration 0002): the sender's claim stays fast however long the history grows. Its
+        # check for an older pending row of the same run reads ix_outbox_unique (migration 0005 dropped the
+        # pending-only copy, whose pages every create and every delivery wrote).
         Index("ix_outbox_pending", "id", postgresql_where=_PENDING, sqlite_where=_PENDING),
-        Index("ix_outbox_pending_run", "unique_id", "id", postgresql_where=_PENDING, sqlite_where=_PENDING),
         Index("ix_outbox_final_created", "final", "created_at"),  # migration 0004: stale runs
         # Migration 0003: the console's delivered-per-minute chart and counts read a time range, not the table,
         # and its dead-letter list pages through the dead rows alone.
