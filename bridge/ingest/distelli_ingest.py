@@ -23,7 +23,7 @@ from adapters.base import MappingContext, Outbound
 from bridge.config import Config
 from bridge.ingest.ingest import FinishedEvent, InvalidRecord, Translate, UnknownEvent, ingest
 from bridge.listing.markers import parse_id
-from bridge.storage.models import Event
+from bridge.storage.models import Event, EventInsert
 from bridge.storage.prepared import Executor, dialect_of, prepared
 from bridge.storage.store import Store
 
@@ -85,7 +85,7 @@ def new_event(request: DistelliRequest, event_type: str) -> Event:
 def _transient_event(**values: Any) -> Event:
     """A new ``Event`` holding ``values``, made without the ORM's instrumented constructor.
 
-    A new event never joins a session: :func:`bridge.storage.models.insert_event` writes it with one prepared
+    A new event never joins a session: :class:`bridge.storage.models.EventInsert` writes it with one prepared
     INSERT that reads its attributes, so the attribute events the constructor fires for each value (most of the
     cost of building it) buy nothing. The values go where the ORM keeps an instance's loaded attributes.
     """
@@ -102,15 +102,17 @@ def store_new_event(store: Store, config: Config, event: Event) -> Event:
     a push stored while this request waited for the lock arrived at the same moment as it, and either order would
     have been right. On PostgreSQL the lookups stay in the write's transaction, which saves a round trip.
     """
+    insert = EventInsert(store.engine.dialect, event)  # its values converted here, outside the serialized write
     if not store.is_sqlite:
-        return store.write_statements(lambda on: _create(on, config, event, related_events(on, event)))
+        return store.write_statements(lambda on: _create(on, config, insert, related_events(on, event)))
     with store.lookups() as connection:
         related = related_events(connection, event)
-    return store.write_statements(lambda on: _create(on, config, event, related))
+    return store.write_statements(lambda on: _create(on, config, insert, related))
 
 
-def _create(on: Executor, config: Config, event: Event, related: list[dict[str, Any]]) -> Event:
-    ingest(on, config, event, _translator(lambda _event: related, None, {}), event.event_time)
+def _create(on: Executor, config: Config, insert: EventInsert, related: list[dict[str, Any]]) -> Event:
+    event = insert.event
+    ingest(on, config, event, _translator(lambda _event: related, None, {}), event.event_time, insert)
     return event
 
 

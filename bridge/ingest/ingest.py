@@ -16,8 +16,8 @@ from sqlalchemy import inspect
 from adapters.base import MappingContext, Outbound
 from bridge.config import Config
 from bridge.storage import outbox
-from bridge.storage.models import Event, insert_event
-from bridge.storage.prepared import Executor
+from bridge.storage.models import Event, EventInsert
+from bridge.storage.prepared import Executor, dialect_of
 
 # How a source maps a stored event: given the event (with its id) and the installation's mapping context.
 Translate = Callable[[Event, MappingContext], Sequence[Outbound]]
@@ -56,16 +56,24 @@ def mapping_context(config: Config, received_at: dt.datetime) -> MappingContext:
     )
 
 
-def ingest(on: Executor, config: Config, event: Event, translate: Translate, received_at: dt.datetime) -> int:
+def ingest(
+    on: Executor,
+    config: Config,
+    event: Event,
+    translate: Translate,
+    received_at: dt.datetime,
+    insert: EventInsert | None = None,
+) -> int:
     """Store ``event`` and enqueue what ``translate`` maps it to; returns how many bodies were queued.
 
     A new event (one no session holds) is inserted first, so the mapping can derive ids from it, with prepared
-    statements that run on a session or on a bare driver connection (``on``); an event loaded in a session was
-    changed in place and is written by that session's commit. A new event given again, because its group's
-    transaction was rolled back and run again (:mod:`bridge.storage.groupcommit`), is inserted again.
+    statements that run on a session or on a bare driver connection (``on``): by ``insert`` when the caller
+    converted its values before the write began. An event loaded in a session was changed in place and is written
+    by that session's commit. A new event given again, because its group's transaction was rolled back and run
+    again (:mod:`bridge.storage.groupcommit`), is inserted again.
     """
     if inspect(event).transient:
-        insert_event(on, event)
+        (insert or EventInsert(dialect_of(on), event)).run(on)
     outbounds = translate(event, mapping_context(config, received_at))
     outbox.enqueue(on, event.id, outbounds, received_at)
     return len(outbounds)

@@ -55,9 +55,13 @@ class Prepared:
 
     def execute(self, on: Executor, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run with one set of values in the session's (or connection's) transaction; the rows, converted."""
+        return self.execute_converted(on, self.convert(values))
+
+    def execute_converted(self, on: Executor, parameters: Any) -> list[tuple[Any, ...]]:
+        """:meth:`execute` with values :meth:`convert` gave, converted before the caller's write began."""
         cursor = _cursor(on)
         try:
-            cursor.execute(self.sql, self._parameters(values))
+            cursor.execute(self.sql, parameters)
             rows = cursor.fetchall() if cursor.description else []
         except self.dialect.loaded_dbapi.Error as exc:
             raise driver_error(self.sql, exc, self.dialect.loaded_dbapi.Error) from None
@@ -69,13 +73,14 @@ class Prepared:
         """Run once per row of values (no result rows), in one driver call."""
         cursor = _cursor(on)
         try:
-            cursor.executemany(self.sql, [self._parameters(values) for values in rows])
+            cursor.executemany(self.sql, [self.convert(values) for values in rows])
         except self.dialect.loaded_dbapi.Error as exc:
             raise driver_error(self.sql, exc, self.dialect.loaded_dbapi.Error) from None
         finally:
             cursor.close()
 
-    def _parameters(self, values: Mapping[str, Any]) -> Any:
+    def convert(self, values: Mapping[str, Any]) -> Any:
+        """The driver's parameters for ``values``: each converted by its column's bind processor."""
         converted = {**self._defaults, **values}
         for name, process in self._binds.items():
             value = converted.get(name)
