@@ -78,8 +78,9 @@ def load_average() -> str:
 
 
 def workdir(name: str) -> Path:
-    """A fresh directory for one run's database, logs and sink, under bench/results/ (ignored by git)."""
-    path = BENCH / "results" / f"{name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    """A fresh directory for one run's database, logs and sink, under bench/results/ (ignored by git), or under
+    ``$BENCH_RESULTS`` (``/dev/shm/bench``: the same run with the disk taken out)."""
+    path = Path(os.environ.get("BENCH_RESULTS", BENCH / "results")) / f"{name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
