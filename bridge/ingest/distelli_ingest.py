@@ -22,6 +22,7 @@ from adapters import distelli
 from adapters.base import MappingContext, Outbound
 from bridge.config import Config
 from bridge.ingest.ingest import FinishedEvent, InvalidRecord, Translate, UnknownEvent, ingest
+from bridge.ingest.premapped import Premapped
 from bridge.listing.markers import parse_id
 from bridge.storage.models import Event, EventInsert
 from bridge.storage.prepared import Executor, dialect_of, prepared
@@ -102,12 +103,15 @@ def store_new_event(store: Store, config: Config, event: Event) -> Event:
     a push stored while this request waited for the lock arrived at the same moment as it, and either order would
     have been right. On PostgreSQL the lookups stay in the write's transaction, which saves a round trip.
     """
-    insert = EventInsert(store.engine.dialect, event)  # its values converted here, outside the serialized write
     if not store.is_sqlite:
+        insert = EventInsert(store.engine.dialect, event)  # its values converted here, before the write
         return store.write_statements(lambda on: _create(on, config, insert, related_events(on, event)))
     with store.lookups() as connection:
         related = related_events(connection, event)
-    return store.write_statements(lambda on: _create(on, config, insert, related))
+    # Mapped and converted here too, so the serialized write only runs the two INSERTs (ingest/premapped.py).
+    premapped = Premapped(store.engine.dialect, config, event, _translator(lambda _event: related, None, {}))
+    store.write_statements(premapped.write)
+    return event
 
 
 def _create(on: Executor, config: Config, insert: EventInsert, related: list[dict[str, Any]]) -> Event:

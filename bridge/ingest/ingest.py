@@ -1,8 +1,9 @@
 """The one ingest path: store a source's event and enqueue its translation, in the caller's transaction.
 
 Distelli events (:mod:`bridge.ingest.distelli_ingest`) and webhooks (:mod:`bridge.ingest.hooks`) both end here,
-so an accepted event and what it maps to always commit together whatever the source. The refusals the write paths
-raise are domain errors without HTTP statuses; the routes map them (:mod:`bridge.web.routes.ingest_errors`).
+so an accepted event and what it maps to always commit together whatever the source. A Distelli create on SQLite
+takes the same two steps with its mapping made before the write (:mod:`bridge.ingest.premapped`). The refusals the
+write paths raise are domain errors without HTTP statuses; the routes map them (:mod:`bridge.web.routes.ingest_errors`).
 """
 
 from __future__ import annotations

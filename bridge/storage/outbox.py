@@ -31,6 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, aliased
 
 from adapters.target import CI_PIPELINE, INTAKE_WINDOW, Outbound
@@ -44,31 +45,63 @@ WINDOW_PASSED = "the intake's 18-hour window passed before it could be delivered
 
 
 def enqueue(on: Executor, event_id: int, outbounds: Iterable[Outbound], now: dt.datetime) -> None:
-    """Add the mapped bodies of one event; those the mapping found too old are stored as expired, not sent.
+    """Add the mapped bodies of one event; those the mapping found too old are stored as expired, not sent."""
+    Enqueue(dialect_of(on), event_id, outbounds, now).run(on)
 
-    One prepared INSERT for all of them (:mod:`bridge.storage.prepared`): nothing reads the rows back in this
-    transaction.
+
+class Enqueue:
+    """The outbox rows of one event's mapped bodies, converted for the driver when this is made, and their one
+    prepared INSERT (:mod:`bridge.storage.prepared`): nothing reads the rows back in the same transaction.
+
+    A create makes it before its write, with a stand-in for the event id the write will give
+    (:mod:`bridge.ingest.premapped`); :meth:`run` then puts the real values in.
     """
-    rows = [
-        {
-            "event_id": event_id,
-            "kind": outbound.kind,
-            "unique_id": outbound.unique_id,
-            "level": outbound.level,
-            "final": outbound.final,
-            "body": outbound.body,
-            "end_time": outbound.end,
-            "state": EXPIRED if outbound.expired_reason else PENDING,
-            "reason": outbound.expired_reason,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for outbound in outbounds
-    ]
-    if rows:
-        prepared_insert(_TABLE, dialect_of(on), _ENQUEUED_COLUMNS).execute_many(on, rows)
-        metrics.count_expired("arrived_too_old", sum(row["state"] == EXPIRED for row in rows))
+
+    def __init__(self, dialect: Dialect, event_id: int, outbounds: Iterable[Outbound], now: dt.datetime) -> None:
+        rows = [
+            {
+                "event_id": event_id,
+                "kind": outbound.kind,
+                "unique_id": outbound.unique_id,
+                "level": outbound.level,
+                "final": outbound.final,
+                "body": outbound.body,
+                "end_time": outbound.end,
+                "state": EXPIRED if outbound.expired_reason else PENDING,
+                "reason": outbound.expired_reason,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for outbound in outbounds
+        ]
+        self._statement = statement = prepared_insert(_TABLE, dialect, _ENQUEUED_COLUMNS)
+        self._parameters = [statement.convert(row) for row in rows]
+        self._expired = sum(row["state"] == EXPIRED for row in rows)
+        self._event_id_at = statement.key_of("event_id")
+        self._texts_at = [statement.key_of("unique_id"), statement.key_of("body")]
+
+    def run(self, on: Executor, event_id: int | None = None, texts: Sequence[tuple[str, str]] = ()) -> int:
+        """Insert the rows in ``on``'s transaction; how many. With ``event_id``, that id is theirs instead of the one
+        given when this was made, and each ``(old, new)`` of ``texts`` is replaced in their run ids and bodies.
+        Run again (its group's transaction was rolled back and run again), it inserts them again."""
+        parameters = self._parameters
+        if event_id is not None:
+            parameters = [self._rewritten(row, event_id, texts) for row in parameters]
+        if parameters:
+            self._statement.execute_many_converted(on, parameters)
+            metrics.count_expired("arrived_too_old", self._expired)
+        return len(parameters)
+
+    def _rewritten(self, row: Any, event_id: int, texts: Sequence[tuple[str, str]]) -> Any:
+        values: Any = dict(row) if isinstance(row, dict) else list(row)
+        values[self._event_id_at] = event_id
+        for at in self._texts_at:
+            text = values[at]
+            for old, new in texts:
+                text = text.replace(old, new)
+            values[at] = text
+        return values if isinstance(row, dict) else type(row)(values)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -69,15 +69,19 @@ class Prepared:
             cursor.close()
         return [self._converted(row) for row in rows]
 
-    def execute_many(self, on: Executor, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Run once per row of values (no result rows), in one driver call."""
+    def execute_many_converted(self, on: Executor, rows: Sequence[Any]) -> None:
+        """Run once per row of parameters :meth:`convert` gave (no result rows), in one driver call."""
         cursor = _cursor(on)
         try:
-            cursor.executemany(self.sql, [self.convert(values) for values in rows])
+            cursor.executemany(self.sql, rows)
         except self.dialect.loaded_dbapi.Error as exc:
             raise driver_error(self.sql, exc, self.dialect.loaded_dbapi.Error) from None
         finally:
             cursor.close()
+
+    def key_of(self, name: str) -> int | str:
+        """Where the value of parameter ``name`` is in what :meth:`convert` returns: its position, or its name."""
+        return name if self._names is None else self._names.index(name)
 
     def convert(self, values: Mapping[str, Any]) -> Any:
         """The driver's parameters for ``values``: each converted by its column's bind processor."""
