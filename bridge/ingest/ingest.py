@@ -47,14 +47,19 @@ class InvalidRecord(IngestError):
 
 def mapping_context(config: Config, received_at: dt.datetime) -> MappingContext:
     """The installation-wide facts every adapter's mapping may use, at this request's receipt time."""
-    return MappingContext(
-        installation_id=config.installation_id,
-        public_url=config.public_url,
-        received_at=received_at,
-        author_emails=config.author_emails,
-        author_email_template=config.author_email_template,
-        service_names=config.service_names,
-    )
+    return MappingContext(**mapping_facts(config, received_at))
+
+
+def mapping_facts(config: Config, received_at: dt.datetime) -> dict[str, Any]:
+    """:func:`mapping_context`'s fields by name, for a context of another kind (bridge/ingest/premapped.py)."""
+    return {
+        "installation_id": config.installation_id,
+        "public_url": config.public_url,
+        "received_at": received_at,
+        "author_emails": config.author_emails,
+        "author_email_template": config.author_email_template,
+        "service_names": config.service_names,
+    }
 
 
 def ingest(

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Dialect
 
 from adapters.base import MappingContext
 from bridge.config import Config
-from bridge.ingest.ingest import Translate, mapping_context
+from bridge.ingest.ingest import Translate, mapping_facts
 from bridge.storage.models import Event, EventInsert
 from bridge.storage.outbox import Enqueue
 from bridge.storage.prepared import Executor
@@ -54,9 +54,7 @@ class Premapped:
         self.event = event
         self._insert = EventInsert(dialect, event)
         self._stand_in = STAND_IN_FLOOR + secrets.randbits(61)
-        base = mapping_context(config, event.event_time)
-        facts = {field.name: getattr(base, field.name) for field in dataclasses.fields(base)}
-        context = _StandInContext(**facts, stand_in=self._stand_in)
+        context = _StandInContext(**mapping_facts(config, event.event_time), stand_in=self._stand_in)
         event.id = self._stand_in
         try:
             outbounds = translate(event, context)
