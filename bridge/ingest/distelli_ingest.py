@@ -109,14 +109,14 @@ def store_new_event(store: Store, config: Config, event: Event) -> Event:
     with store.lookups() as connection:
         related = related_events(connection, event)
     # Mapped and converted here too, so the serialized write only runs the two INSERTs (ingest/premapped.py).
-    premapped = Premapped(store.engine.dialect, config, event, _translator(lambda _event: related, None, {}))
+    premapped = Premapped(store.engine.dialect, config, event, _created(related))
     store.write_statements(premapped.write)
     return event
 
 
 def _create(on: Executor, config: Config, insert: EventInsert, related: list[dict[str, Any]]) -> Event:
     event = insert.event
-    ingest(on, config, event, _translator(lambda _event: related, None, {}), event.event_time, insert)
+    ingest(on, config, event, _created(related), event.event_time, insert)
     return event
 
 
@@ -192,6 +192,11 @@ def _translator(
         return distelli.translate(record, context)
 
     return translate
+
+
+def _created(related: list[dict[str, Any]]) -> Translate:
+    """How a new event is mapped: with the related events already read, and nothing before it."""
+    return _translator(lambda _event: related, None, {})
 
 
 def related_events(on: Executor, event: Event) -> list[dict[str, Any]]:

@@ -51,7 +51,6 @@ class Premapped:
     the write's transaction and returns how many bodies it queued."""
 
     def __init__(self, dialect: Dialect, config: Config, event: Event, translate: Translate) -> None:
-        self.event = event
         self._insert = EventInsert(dialect, event)
         self._stand_in = STAND_IN_FLOOR + secrets.randbits(61)
         context = _StandInContext(**mapping_facts(config, event.event_time), stand_in=self._stand_in)
