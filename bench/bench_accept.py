@@ -1,7 +1,7 @@
 """Accept throughput: the durable PUT buildEvent path versus a bare Flask "return 200" app, same gunicorn settings.
 
     .venv/bin/python bench/bench_accept.py [--seconds 15] [--connections 16] [--rounds 3]
-    .venv/bin/python bench/bench_accept.py --against ../wt-before [--rounds 4] [--no-postgres]
+    .venv/bin/python bench/bench_accept.py --against ../wt-before [--rounds 4] [--no-postgres] [--lean]
 
 Runs, one after the other on the same machine: the bare app; ``pipeline-bridge serve`` on SQLite (web workers and
 the delivery worker writing to the file sink); and ``serve`` on PostgreSQL with 2 web processes. Each is loaded
@@ -10,7 +10,9 @@ Target (issue 17): SQLite durable >= 0.3 x the bare ceiling.
 
 ``--against DIR`` (a ``git worktree add`` of another commit) adds, in every round right after this tree's SQLite
 run, the same run of the bridge imported from DIR (``PYTHONPATH``, same virtualenv): an A/B pair per round, so the
-machine's drift hits both versions alike. ``--no-postgres`` leaves out the PostgreSQL runs.
+machine's drift hits both versions alike. ``--no-postgres`` leaves out the PostgreSQL runs. ``--lean`` adds, in every
+round, the ``lean`` baseline of ``baselines.py``: the same durable job with no framework beyond Flask, the floor the
+bridge is compared with (the bridge's figure includes its delivery worker; the lean server has none).
 """
 
 from __future__ import annotations
@@ -39,16 +41,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each server, one after the other; best shown")
     parser.add_argument("--against", help="a worktree of another commit, run after this tree's SQLite in each round")
     parser.add_argument("--no-postgres", action="store_true", help="leave out the PostgreSQL runs")
+    parser.add_argument("--lean", action="store_true", help="add the lean durable baseline to every round")
     args = parser.parse_args()
     header("accept throughput: durable PUT buildEvent vs bare Flask, same gunicorn settings (2 workers x 4 threads)")
     directory = workdir("accept")
-    for name in ("sqlite", "against"):
+    for name in ("sqlite", "against", "lean"):
         (directory / name).mkdir()
 
     # Rounds, because how gunicorn's two workers happen to share wrk's keep-alive connections moves a single
     # run by up to a factor of two (the bare app measured 890 and 2,125 req/s in two runs here); the best of each
     # is the ceiling that server reached.
-    runs: dict[str, list[Throughput]] = {"bare": [], "sqlite": [], "against": [], "postgres": []}
+    runs: dict[str, list[Throughput]] = {"bare": [], "sqlite": [], "against": [], "lean": [], "postgres": []}
     for number in range(args.rounds):
         with baseline(directory, "bare") as server:
             runs["bare"].append(throughput(server.base_url, args.seconds, args.connections, server=server))
@@ -59,6 +62,9 @@ def main() -> None:
         for name, env in versions[:: -1 if number % 2 else 1]:
             with bridge(directory / name, sqlite_url(directory / f"{name}-{number}"), **env) as server:
                 runs[name].append(throughput(server.base_url, args.seconds, args.connections, server=server))
+        if args.lean:
+            with baseline(directory / "lean", "lean", database_url=sqlite_url(directory / f"lean-{number}")) as server:
+                runs["lean"].append(throughput(server.base_url, args.seconds, args.connections, server=server))
         if not args.no_postgres:
             with postgres_schema() as database_url, bridge(directory, database_url, WEB_CONCURRENCY="2") as server:
                 result = throughput(server.base_url, args.seconds, args.connections, server=server, database=True)
@@ -82,6 +88,7 @@ def main() -> None:
         "bare": "bare Flask 'return 200'",
         "sqlite": "bridge, SQLite (durable)",
         "against": f"bridge from {args.against}, SQLite (durable)",
+        "lean": "lean durable create (baselines.py lean), SQLite",
         "postgres": "bridge, PostgreSQL, 2 web processes",
     }
     for key, result in best.items():
@@ -101,6 +108,12 @@ def main() -> None:
     table(rows)
     ratio = durable.requests_per_second / bare.requests_per_second
     print(f"SQLite durable / bare = {ratio:.2f} (target >= 0.3): {verdict(ratio >= 0.3 and durable.non_2xx == 0)}")
+    if runs["lean"]:
+        means = {name: sum(r.requests_per_second for r in runs[name]) / len(runs[name]) for name in ("sqlite", "lean")}
+        print(
+            f"# bridge / lean: best {durable.requests_per_second / best['lean'].requests_per_second:.2f}, "
+            f"mean {means['sqlite'] / means['lean']:.2f} (lean mean {means['lean']:.0f} req/s)"
+        )
     if args.against:
         # The pairs' means, beside the best of each: one change's effect is often smaller than the drift.
         for name in ("sqlite", "against"):

@@ -134,9 +134,12 @@ def bridge(
 
 
 @contextlib.contextmanager
-def baseline(directory: Path, kind: str, intake_url: str | None = None) -> Iterator[BridgeProcess]:
-    """A baseline app of ``baselines.py`` (``bare`` or ``naive``) under the bridge's own gunicorn settings."""
-    settings = bridge_env(sqlite_url(directory), intake_url, free_port())
+def baseline(
+    directory: Path, kind: str, intake_url: str | None = None, database_url: str | None = None
+) -> Iterator[BridgeProcess]:
+    """A baseline app of ``baselines.py`` (``bare``, ``naive`` or ``lean``) under the bridge's own gunicorn
+    settings; ``lean`` keeps its rows at ``database_url``."""
+    settings = bridge_env(database_url or sqlite_url(directory), intake_url, free_port())
     argv = [sys.executable, str(BENCH / "baselines.py"), kind]
     with BridgeProcess(kind, settings, directory / f"{kind}.log", argv=argv) as process:
         yield process.start()

@@ -1,4 +1,5 @@
-"""Concurrent writes share transactions on SQLite (bridge/storage/groupcommit.py) and stay each request's own.
+"""Concurrent writes share transactions (bridge/storage/groupcommit.py: every write on SQLite, creates on PostgreSQL)
+and stay each request's own.
 
 What a client sees must not change: every accepted request is stored before it is answered, a request that fails
 fails alone, and on SQLite the concurrent writes of one process cost fewer commits than writes.
@@ -13,9 +14,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
 
+from bridge.storage import migrate
 from bridge.storage.models import Event, OutboxItem, insert_event
 from bridge.storage.prepared import Executor
 from bridge.storage.store import Store
@@ -95,6 +97,45 @@ def test_writes_queued_behind_a_busy_one_commit_together_and_each_gets_its_own_r
     assert all(isinstance(value, int) for value in ids)
     assert len(set(ids)) == 6
     assert _app_names(store) == sorted(["first", *(f"app-{index}" for index in range(6))])
+
+
+def _queued_behind_a_slow_one(write: Any, add: Any, kind: str) -> list[Any]:
+    """Six writes of ``add`` queued while a slow first one runs; what each got."""
+    first_running = threading.Event()
+
+    def slow_first(on: Any) -> int:
+        first_running.set()
+        time.sleep(0.3)  # the others queue meanwhile
+        return int(add(on, f"{kind}-first"))
+
+    leader = threading.Thread(target=write, args=(slow_first,))
+    leader.start()
+    first_running.wait(5)
+    results = _in_threads(6, lambda index: write(lambda on: add(on, f"{kind}-{index}")))
+    leader.join(10)
+    return results
+
+
+def test_on_postgresql_creates_queued_behind_a_busy_one_share_a_transaction_and_updates_do_not(
+    postgres_url: str,
+) -> None:
+    """Rows one PostgreSQL transaction wrote carry its id (``xmin``): the six creates that queued behind a slow one
+    are one transaction, and six session writes queued the same way are six."""
+    store = Store(postgres_url)
+    migrate.upgrade(store)
+    try:
+        creates = _queued_behind_a_slow_one(store.write_statements, _insert, "create")
+        sessions = _queued_behind_a_slow_one(store.write, _add, "session")
+        with store.transaction() as session:
+            written = dict(session.execute(text("SELECT app_name, xmin::text FROM events WHERE source = 'test'")).all())
+    finally:
+        store.dispose()
+
+    assert all(isinstance(value, int) for value in creates + sessions), creates + sessions
+    assert len(written) == 14
+    assert len({written[f"create-{index}"] for index in range(6)}) == 1
+    assert written["create-first"] != written["create-0"]
+    assert len({written[f"session-{index}"] for index in range(6)}) == 6
 
 
 @pytest.mark.parametrize("kind", ["session", "statements", "mixed"])

@@ -1,4 +1,4 @@
-"""Group commit: the writes of concurrent requests in one process share one SQLite transaction.
+"""Group commit: the writes of concurrent requests in one process share one transaction.
 
 On SQLite every write transaction holds the one writer lock from ``BEGIN IMMEDIATE`` to ``COMMIT``, so the web
 workers' requests queue on it one at a time, each paying its own lock hand-over and ``BEGIN``. Here a request hands
@@ -16,6 +16,12 @@ gets its exception, and the others of the group run again in a new transaction. 
 session and what they were given, so running one again does the same thing (no savepoint per write: they cost a
 quarter of the write's time in the serialized section, for a case that is rare). If the commit itself fails, or the
 flush after it, every write of the group raises that error: none of them is known to be stored.
+
+On PostgreSQL, which has no single writer, only creates are grouped (``Store.write_statements``): there the
+saving is each create's own COMMIT, a WAL flush, and its BEGIN (same-run A/B, 3 pairs of 10 s, 2 web processes:
+313 against 369 creates/s, PostgreSQL's processes 2.45 against 2.1 to 2.2 ms of CPU a create). Writes that update
+rows (``Store.write``) keep a transaction each there: PostgreSQL holds row locks until COMMIT, and two groups
+updating the same two builds in opposite orders would deadlock.
 """
 
 from __future__ import annotations
