@@ -18,8 +18,8 @@ quarter of the write's time in the serialized section, for a case that is rare).
 flush after it, every write of the group raises that error: none of them is known to be stored.
 
 On PostgreSQL, which has no single writer, only creates are grouped (``Store.write_statements``): there the
-saving is each create's own COMMIT, a WAL flush, and its BEGIN (same-run A/B, 3 pairs of 10 s, 2 web processes:
-313 against 369 creates/s, PostgreSQL's processes 2.45 against 2.1 to 2.2 ms of CPU a create). Writes that update
+saving is each create's own COMMIT, a WAL flush, and its BEGIN (same-run A/B, 2 web processes, 10 pairs of 10 s:
+8 faster; PostgreSQL's processes 2.45 to 2.64 ms of CPU a create before, 2.09 to 2.33 after). Writes that update
 rows (``Store.write``) keep a transaction each there: PostgreSQL holds row locks until COMMIT, and two groups
 updating the same two builds in opposite orders would deadlock.
 """
