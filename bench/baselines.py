@@ -26,8 +26,8 @@ import requests
 from flask import Flask, jsonify, request
 
 from adapters import distelli
-from adapters.base import MappingContext
 from bridge.config import Config, load_config
+from bridge.ingest.ingest import mapping_context
 from bridge.storage import migrate
 from bridge.storage.store import Store
 from bridge.web.server import BridgeGunicorn
@@ -116,7 +116,7 @@ def lean_app(config: Config) -> Flask:
             )
             if row:
                 related.append(json.loads(row[0]))
-        context = MappingContext(config.installation_id, config.public_url, now)
+        context = mapping_context(config, now)
         stamp = now.isoformat()
 
         def write(connection: sqlite3.Connection) -> int:

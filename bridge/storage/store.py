@@ -266,7 +266,7 @@ class Store:
     def write(self, function: Callable[[Session], T]) -> T:
         """``function(session)`` in a committed transaction: on SQLite one shared with the writes other threads of
         this process make at the same moment (:mod:`bridge.storage.groupcommit`), so they pay one lock and one fsync.
-        On PostgreSQL its own: such writes update rows, which PostgreSQL locks until COMMIT, and two processes'
+        On PostgreSQL its own: such writes may update rows, which PostgreSQL locks until COMMIT, and two processes'
         groups taking the same two rows in opposite orders would deadlock. ``function`` must not call ``write``."""
         if self.is_sqlite:
             return self._group_commit.run(function)
