@@ -10,16 +10,19 @@ against 514-560 when they were split, 2026-12-02), and 16 connections opened tog
 Each worker writes how many connections it holds into memory shared with the master and the other workers
 (:class:`ConnectionCounts`); a worker holding more than another live one leaves the listener to it,
 :data:`YIELD_SECONDS` at a time while the others' counts keep changing (they accept, if slowly, as on a loaded
-machine: with 20 ms and no such check, 16 connections still went 13/3 and 14/2 under load, and with 50 ms 3/13 once
-in a fresh-clone CI run, where a worker can go that long without being scheduled). Once a whole interval passes
-with no change, it accepts and does not yield again for :data:`ACCEPT_SECONDS`: a worker that is stuck or gone
-leaves a client waiting at most one interval, and slows the others' accepting by a fifth at most.
+machine: with 20 ms and no such check, 16 connections still went 13/3 and 14/2 under load) or while no client is
+waiting to be accepted. Only once a whole interval passes with a client waiting and no change does it accept, and
+then it does not yield again for :data:`ACCEPT_SECONDS`: a worker that is stuck or gone leaves a client waiting at
+most one interval, and slows the others' accepting by a fifth at most. Without the waiting client in that rule, the
+quiet after a burst of connections closing looked like a stuck worker: the next burst, within the accept window,
+went to one worker (3/13 in the gunicorn test, in a CI run and once on a quiet machine).
 """
 
 from __future__ import annotations
 
 import mmap
 import time
+from collections.abc import Callable
 
 YIELD_SECONDS = 0.25
 ACCEPT_SECONDS = 1.0
@@ -82,8 +85,9 @@ class AcceptGate:
         if self._counts is not None and self._slot is not None:
             self._counts.release(self._slot)
 
-    def leave_to_others(self, count: int) -> bool:
-        """Whether to leave new connections to another worker now (see the module docstring for how long)."""
+    def leave_to_others(self, count: int, client_waiting: Callable[[], bool]) -> bool:
+        """Whether to leave new connections to another worker now (see the module docstring for how long);
+        ``client_waiting`` says whether a client waits to be accepted, asked only when an interval has passed."""
         if self._counts is None or self._slot is None or not self._counts.fewer_elsewhere(self._slot, count):
             self._yielding_since = None
             return False
@@ -95,7 +99,7 @@ class AcceptGate:
         if now - self._yielding_since < YIELD_SECONDS:
             return True
         others = self._counts.others(self._slot)
-        if others != self._others_then:  # they accepted meanwhile: slow, not stuck; leave them the next one too
+        if others != self._others_then or not client_waiting():  # slow, or nothing to take: not stuck
             self._yielding_since, self._others_then = now, others
             return True
         self._yielding_since, self._accepting_until = None, now + ACCEPT_SECONDS  # nobody took them

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import json
 import resource
+import select
 import selectors
 import socket
 import time
@@ -269,7 +270,15 @@ class BufferingWorker(ThreadWorker):
 
     def set_accept_enabled(self, enabled: bool) -> None:
         """gthread's, but a worker holding more connections than another leaves new ones to it for a moment."""
-        super().set_accept_enabled(enabled and not self.accept_gate.leave_to_others(self.nr_conns))
+        yielding = enabled and self.accept_gate.leave_to_others(self.nr_conns, self._client_waiting)
+        super().set_accept_enabled(enabled and not yielding)
+
+    def _client_waiting(self) -> bool:
+        """Whether a client waits in a listener's accept queue (gthread does not poll the listeners while yielding)."""
+        poller = select.poll()
+        for listener in self.sockets:
+            poller.register(listener, select.POLLIN)
+        return bool(poller.poll(0))
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         """gthread's wait, with the accept gate asked again before each (gthread's loop asks only on a change)."""
