@@ -22,6 +22,7 @@ from bridge.delivery import attempts
 from bridge.delivery.delivery_gate import DeliveryGate
 from bridge.delivery.intake import HttpIntake
 from bridge.delivery.sender import Sender
+from bridge.operations import logs
 from bridge.operations.logs import configure_logging
 from bridge.storage.models import DeliveryAttempt, OutboxItem
 from bridge.storage.store import Store
@@ -134,7 +135,7 @@ def logged(config: Config, capsys: pytest.CaptureFixture[str]) -> Iterator[Calla
         return captured.out + captured.err
 
     yield text
-    structlog.contextvars.clear_contextvars()
+    logs.clear_context()
     structlog.reset_defaults()
     root.handlers[:], root.level = handlers, level
 

@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from bridge.config import Config
+from bridge.operations import logs
 from bridge.operations.logs import configure_logging
 from tests.conftest import TOKEN, USER
 
@@ -34,7 +35,7 @@ def logged(app: Flask, config: Config, capsys: pytest.CaptureFixture[str]) -> It
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     yield lines
-    structlog.contextvars.clear_contextvars()
+    logs.clear_context()
     structlog.reset_defaults()
     root.handlers[:], root.level = handlers, level
 

@@ -7,7 +7,9 @@ IMMEDIATE`` like a write, so a listing waited behind every write in flight, in e
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -84,3 +86,48 @@ def test_a_create_waiting_for_the_writer_lock_still_links_the_push_stored_before
         bodies = session.scalars(select(OutboxItem.body).where(OutboxItem.kind == CI_PIPELINE)).all()
     # The branch only the push carried reached the build's pipeline body: the lookup made before the lock found it.
     assert {body["data"]["attributes"]["resource"]["git"]["branch"] for body in bodies} == {"main"}
+
+
+def _open_descriptors_of(path: str) -> int:
+    """How many of this process's file descriptors are open on ``path``."""
+    count = 0
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{descriptor}") == path
+    return count
+
+
+def test_each_request_thread_keeps_one_lookup_connection_and_dispose_closes_them(app: Flask, store: Store) -> None:
+    database = str(store.engine.url.database)
+    client = app.test_client()
+    push = {"commit_id": "1234567890123456789012345678901234567890", "repo_url": "https://github.com/jdoe/example"}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as threads:
+        # Three threads that stay alive, each making creates: their lookups reuse one connection per thread...
+        for round_ in range(3):
+            branch = f"branch-{round_}"
+            assert (
+                client.put(f"{APP}/events/pushEvent?apiToken={TOKEN}", json=push | {"branch": branch}).status_code
+                == 200
+            )
+            builds = [
+                threads.submit(
+                    lambda: client.put(
+                        f"{APP}/events/buildEvent?apiToken={TOKEN}", json={"build_status": "Running"} | push
+                    )
+                )
+                for _ in range(6)
+            ]
+            assert [build.result(10).status_code for build in builds] == [200] * 6
+            with store.read() as session:
+                newest = session.scalars(
+                    select(OutboxItem.body)
+                    .where(OutboxItem.kind == CI_PIPELINE)
+                    .order_by(OutboxItem.id.desc())
+                    .limit(6)
+                ).all()
+            # ...and each lookup read the push committed just before it, by another connection.
+            assert {body["data"]["attributes"]["resource"]["git"]["branch"] for body in newest} == {branch}
+        assert _open_descriptors_of(database) <= 3 + 5 + 1  # a lookup connection per thread, the pool, the checkpointer
+        store.dispose()
+        # The threads still run, so only dispose can have closed their connections.
+        assert _open_descriptors_of(database) == 0

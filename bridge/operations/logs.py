@@ -15,6 +15,7 @@ import sys
 import traceback
 import uuid
 from collections.abc import Iterable, Mapping, MutableMapping
+from contextvars import ContextVar
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,11 @@ _WORD = re.compile(r"[^\s&?=/\"'<>;,]+")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Secret values from the configuration, replaced wherever they appear; set by configure_logging.
 _known_secrets: list[str] = []
+# What every line logged while serving a request carries (its id, client, user, app): one mapping, replaced whole.
+# structlog's contextvars keep a ContextVar per key, and merging them walks the whole context on every line; with
+# binding and clearing that cost 68,000 instructions a request (1.6 % of a create, counted by callgrind).
+_NO_CONTEXT: Mapping[str, Any] = {}
+_CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("bridge_log_context", default=_NO_CONTEXT)
 # Values up to this length have their redacted form remembered: most recur on every line (event and logger names,
 # levels, methods, paths, users, apps, client addresses), and a look-up costs a fraction of redacting again.
 _REMEMBERED_LENGTH = 256
@@ -186,11 +192,28 @@ def _exception_processor(_logger: Any, _method: str, event_dict: MutableMapping[
     return event_dict
 
 
+def bind_context(**values: Any) -> None:
+    """Add ``values`` to every line this request (this thread's current context) logs from now on."""
+    _CONTEXT.set({**_CONTEXT.get(), **values})
+
+
+def clear_context() -> None:
+    """Forget what :func:`bind_context` bound: the next request on this thread starts with none of it."""
+    _CONTEXT.set(_NO_CONTEXT)
+
+
+def _merge_context(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+    """The bound context in each line, under the line's own values (structlog's ``merge_contextvars`` rule)."""
+    for key, value in _CONTEXT.get().items():
+        event_dict.setdefault(key, value)
+    return event_dict
+
+
 def json_formatter() -> logging.Formatter:
     """The one formatter of every handler: a JSON object per record, secrets redacted, request context merged."""
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
-            structlog.contextvars.merge_contextvars,
+            _merge_context,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -259,7 +282,7 @@ def configure_logging(config: Config) -> None:
     root.setLevel(level)
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
+            _merge_context,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -360,12 +383,12 @@ def init_app(app: Flask) -> None:
         given = request.headers.get(REQUEST_ID_HEADER)
         g.request_id = request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
         # No clear here: the teardown below runs after every request, so the thread arrives with no context.
-        structlog.contextvars.bind_contextvars(request_id=request_id, client=request.remote_addr)
+        bind_context(request_id=request_id, client=request.remote_addr)
 
     @app.teardown_request
     def _unbind_request(_error: BaseException | None) -> None:
         # A worker thread serves many requests; what it logs between them must not carry this one's context.
-        structlog.contextvars.clear_contextvars()
+        clear_context()
 
     @app.after_request
     def _echo_request_id(response: Response) -> Response:

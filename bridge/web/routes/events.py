@@ -18,7 +18,7 @@ from bridge.ingest import distelli_ingest
 from bridge.listing import list_query
 from bridge.listing.delivery_view import delivery_views
 from bridge.listing.event_view import event_view
-from bridge.operations import metrics
+from bridge.operations import logs, metrics
 from bridge.storage.models import event_column_length
 from bridge.storage.store import Store
 from bridge.web.auth import check_token
@@ -58,7 +58,7 @@ def _store() -> Store:
 def _authenticate() -> None:
     args = request.view_args or {}
     g.username, g.app_name = username, app_name = args.get("username"), args.get("app_name")
-    structlog.contextvars.bind_contextvars(user=username, app=app_name)
+    logs.bind_context(user=username, app=app_name)
     check_token(_config().tokens, str(username), request.args.get("apiToken"))
     _check_app_name(str(app_name))
 
