@@ -3,9 +3,10 @@
 SQLite's ``synchronous=FULL`` fsyncs the write-ahead log inside ``COMMIT``, so in the bridge the fsync ran while the
 writer lock was held and every other writer, in every process, waited for the disk as well as for the lock. The
 store's connections run ``synchronous=NORMAL`` instead, and :class:`WriteAheadLog` makes each write durable
-before the code that made it goes on: when a connection that changed rows goes back to the pool, the WAL file is
-``fdatasync``'d, right away, or, inside :meth:`WriteAheadLog.deferred` (the store's transactions and group
-commits), once the writer lock has been released. No request is answered before that returns.
+before the code that made it goes on: when a connection that changed rows goes back to the pool (or a create's
+transaction on its thread's own connection ends, ``Store.driver_transaction``), the WAL file is ``fdatasync``'d,
+right away, or, inside :meth:`WriteAheadLog.deferred` (the store's transactions and group commits), once the
+writer lock has been released. No request is answered before that returns.
 
 Why an answered write is as durable as with ``FULL``:
 
@@ -65,6 +66,10 @@ class WriteAheadLog:
             changes = -1
         if changes is None or changes == record.info.get("wal_changes"):
             return
+        self.changed()
+
+    def changed(self) -> None:
+        """A connection of this thread changed rows: flush now, or inside :meth:`deferred` when it is left."""
         if getattr(self._local, "depth", 0):
             self._local.pending = True
             return

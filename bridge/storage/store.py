@@ -108,7 +108,7 @@ class Store:
         self._wal = WriteAheadLog(path) if path else None
         self._checkpoints = Checkpointer(self._pooled, self._held) if path else None
         self._group_commit = GroupCommit(self.transaction, self.driver_transaction, self._durable)
-        self._lookup_connections = ThreadConnections(self.engine)
+        self._thread_connections = ThreadConnections(self.engine)
         self._file = DatabaseFile(path) if path else None
         if self._file is not None:
             event.listen(self.engine, "connect", self._file.on_connect)
@@ -133,7 +133,7 @@ class Store:
         """What :meth:`transaction` does (the same checks, lock, flush and refusals) on a DBAPI connection, for
         writes made only of prepared statements: ``BEGIN IMMEDIATE`` on SQLite (PostgreSQL's driver begins by
         itself), then COMMIT, or ROLLBACK if the body raised."""
-        with self._writing(), self._durable(), self._held(), self._pooled() as pooled:
+        with self._writing(), self._durable(), self._held(), self._statements_connection() as pooled:
             connection = DriverConnection(self.engine.dialect, pooled.driver_connection)
             if self.is_sqlite:
                 _on_driver(connection, _BEGIN, functools.partial(connection.driver.execute, _BEGIN))
@@ -142,7 +142,33 @@ class Store:
             except BaseException:
                 _roll_back(pooled)
                 raise
-            _on_driver(connection, "COMMIT", connection.driver.commit)
+            try:
+                _on_driver(connection, "COMMIT", connection.driver.commit)
+            except BaseException:
+                _roll_back(pooled)
+                raise
+
+    @contextlib.contextmanager
+    def _statements_connection(self) -> Iterator[Any]:
+        """What a :meth:`driver_transaction` runs on. On SQLite, this thread's own connection (the one its lookups
+        use, :class:`ThreadConnections`): a checkout from the pool and back cost a create more instructions than its
+        BEGIN and COMMIT. Its changes ask for the WAL flush as a pooled connection's check-in does. On PostgreSQL, a
+        connection from the pool."""
+        if self._wal is None:
+            with self._pooled() as pooled:
+                yield pooled
+            return
+        held = self._thread_connections.held()
+        changes = held.driver_connection.total_changes
+        try:
+            yield held
+        finally:
+            try:
+                changed = held.driver_connection.total_changes != changes
+            except sqlite3.ProgrammingError:  # closed after an error: flushed all the same, as at a check-in
+                changed = True
+            if changed:
+                self._wal.changed()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -179,7 +205,7 @@ class Store:
         write, on SQLite: no session, no transaction and no writer lock, each statement reading the last commit.
         Kept by the thread (:class:`ThreadConnections`) rather than checked out of the pool for each create."""
         self._check_files()
-        return DriverConnection(self.engine.dialect, self._lookup_connections.get())
+        return DriverConnection(self.engine.dialect, self._thread_connections.get())
 
     def _check_files(self) -> None:
         """What a transaction checks on the way to the writer lock, for the reads that do not take it: the database
@@ -284,7 +310,7 @@ class Store:
     def dispose(self) -> None:
         if self._checkpoints is not None:
             self._checkpoints.stop()
-        self._lookup_connections.close()
+        self._thread_connections.close()
         self.engine.dispose()
         if self._writer_lock:
             self._writer_lock.close()
@@ -440,48 +466,65 @@ def _create_sqlite_parent(database_url: str) -> None:
 class ThreadConnections:
     """One DBAPI connection per thread (and process), made by the engine's pool and then detached from it.
 
-    A create reads the events it relates to before its write, outside the writer lock; checking a connection out of
-    the pool and back in for those reads cost more instructions than the reads (the pool's queue, its events, the
-    rollback at check-in), 2 % of a create. The connection is opened through the pool, so the engine's connect
-    hooks (pragmas, the database file's identity) run on it; it holds no transaction between reads, so it pins no
-    WAL snapshot. A thread's connection closes when the thread ends, or at :meth:`close` (``Store.dispose``).
+    On SQLite a create reads the events it relates to before its write, outside the writer lock, and then writes
+    with two INSERTs; checking a connection out of the pool and back in, twice, cost more instructions than the
+    reads (the pool's queue, its events, the rollback at check-in), about 4 % of a create. The connection is opened
+    through the pool, so the engine's connect hooks (pragmas, the database file's identity) run on it. It holds no
+    transaction between uses, so it pins no WAL snapshot: a write's transaction ends in COMMIT or ROLLBACK, and one
+    whose ROLLBACK fails is dropped (:meth:`HeldConnection.invalidate`). A thread's connection closes when the
+    thread ends, or at :meth:`close` (``Store.dispose``).
     """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._local = threading.local()
-        self._opened: weakref.WeakSet[_HeldConnection] = weakref.WeakSet()
+        self._opened: weakref.WeakSet[HeldConnection] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def get(self) -> Any:
-        """This thread's connection, opened on first use (raises what the pool's connect raises)."""
-        held: _HeldConnection | None = getattr(self._local, "held", None)
-        if held is None or held.pid != os.getpid():  # a connection made before a fork belongs to the parent
+        """This thread's DBAPI connection, opened on first use (raises what the pool's connect raises)."""
+        return self.held().driver_connection
+
+    def held(self) -> HeldConnection:
+        """This thread's connection as its holder, which a failed write can roll back or drop."""
+        held: HeldConnection | None = getattr(self._local, "held", None)
+        if held is None or held.pid != os.getpid() or held.dropped:  # one made before a fork is the parent's
             error = self._engine.dialect.loaded_dbapi.Error
             try:
                 pooled = self._engine.raw_connection()
             except error as exc:
                 raise driver_error(None, exc, error) from None
             pooled.detach()
-            self._local.held = held = _HeldConnection(pooled.dbapi_connection, os.getpid())
+            self._local.held = held = HeldConnection(pooled.dbapi_connection, os.getpid())
             with self._lock:
                 self._opened.add(held)
-        return held.connection
+        return held
 
     def close(self) -> None:
         with self._lock:
             opened, self._opened = list(self._opened), weakref.WeakSet()
         for held in opened:
-            with contextlib.suppress(Exception):  # a connection another thread is using fails its own read
-                held.connection.close()
+            held.invalidate()  # a connection another thread is using fails its own statement
 
 
-class _HeldConnection:
-    __slots__ = ("__weakref__", "connection", "pid")
+class HeldConnection:
+    """One thread's connection, with the two calls :func:`_roll_back` makes on a pooled one."""
+
+    __slots__ = ("__weakref__", "driver_connection", "dropped", "pid")
 
     def __init__(self, connection: Any, pid: int) -> None:
-        self.connection = connection
+        self.driver_connection = connection
         self.pid = pid
+        self.dropped = False
+
+    def rollback(self) -> None:
+        self.driver_connection.rollback()
+
+    def invalidate(self) -> None:
+        """Close it; the thread opens another at its next use."""
+        self.dropped = True
+        with contextlib.suppress(Exception):
+            self.driver_connection.close()
 
 
 class DatabaseFile:

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import structlog
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema
 from sqlalchemy.orm import Session
 
@@ -57,7 +57,7 @@ def _store() -> Store:
 @blueprint.before_request
 def _authenticate() -> None:
     args = request.view_args or {}
-    g.username, g.app_name = username, app_name = args.get("username"), args.get("app_name")
+    username, app_name = args.get("username"), args.get("app_name")
     logs.bind_context(user=username, app=app_name)
     check_token(_config().tokens, str(username), request.args.get("apiToken"))
     _check_app_name(str(app_name))
