@@ -57,18 +57,24 @@ class WriteAheadLog:
     # Pool events: a connection records its count of changed rows when it is checked out, and a connection that
     # changed rows is flushed when it is checked back in, which is the end of every transaction on it.
     def on_checkout(self, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        record.info["wal_changes"] = dbapi_connection.total_changes
+        record.info["wal_changes"] = _changes(dbapi_connection)
 
     def on_checkin(self, dbapi_connection: Any, record: Any) -> None:
-        try:
-            changes = None if dbapi_connection is None else dbapi_connection.total_changes
-        except sqlite3.ProgrammingError:  # closed after an error: flush all the same, it costs nothing then
-            changes = -1
-        if changes is None or changes == record.info.get("wal_changes"):
-            return
-        self.changed()
+        if dbapi_connection is not None and _changes(dbapi_connection) != record.info.get("wal_changes"):
+            self._changed()
 
-    def changed(self) -> None:
+    @contextlib.contextmanager
+    def watching(self, dbapi_connection: Any) -> Iterator[None]:
+        """Around a transaction on a connection the pool does not hand out (``Store.driver_transaction`` on a
+        thread's own connection): if it changed rows, the flush a check-in would have asked for."""
+        before = _changes(dbapi_connection)
+        try:
+            yield
+        finally:
+            if _changes(dbapi_connection) != before:
+                self._changed()
+
+    def _changed(self) -> None:
         """A connection of this thread changed rows: flush now, or inside :meth:`deferred` when it is left."""
         if getattr(self._local, "depth", 0):
             self._local.pending = True
@@ -128,6 +134,16 @@ class WriteAheadLog:
                 self._identity = (identity[0], opened.st_dev, opened.st_ino)
                 _sync_directory(self.path.parent)
             return self._descriptor
+
+
+def _changes(dbapi_connection: Any) -> int:
+    """The rows the connection has changed since it opened; -1 once it is closed after an error, which is then
+    flushed all the same (it costs nothing then)."""
+    try:
+        changes: int = dbapi_connection.total_changes
+    except sqlite3.ProgrammingError:
+        return -1
+    return changes
 
 
 def _sync_directory(directory: Path) -> None:

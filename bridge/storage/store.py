@@ -139,10 +139,6 @@ class Store:
                 _on_driver(connection, _BEGIN, functools.partial(connection.driver.execute, _BEGIN))
             try:
                 yield connection
-            except BaseException:
-                _roll_back(pooled)
-                raise
-            try:
                 _on_driver(connection, "COMMIT", connection.driver.commit)
             except BaseException:
                 _roll_back(pooled)
@@ -159,16 +155,8 @@ class Store:
                 yield pooled
             return
         held = self._thread_connections.held()
-        changes = held.driver_connection.total_changes
-        try:
+        with self._wal.watching(held.driver_connection):
             yield held
-        finally:
-            try:
-                changed = held.driver_connection.total_changes != changes
-            except sqlite3.ProgrammingError:  # closed after an error: flushed all the same, as at a check-in
-                changed = True
-            if changed:
-                self._wal.changed()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
