@@ -58,10 +58,11 @@ def serve(config: Config, worker: bool) -> None:
                 sys.exit(upgraded.returncode)
         startup.announce(config, registered)
         process = subprocess.Popen([sys.executable, "-m", "bridge", "worker"]) if worker else None
+        serving = os.getpid()
         try:
             run_gunicorn(config)
         finally:
-            if process is not None:
+            if process is not None and os.getpid() == serving:  # not in a web worker leaving (see metrics_dir)
                 _stop(process)
 
 

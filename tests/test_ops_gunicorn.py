@@ -277,3 +277,38 @@ def test_a_stopped_server_leaves_no_metrics_directory(tmp_path: Path, command: l
     assert server.stop() == 0
     assert server.metrics_dirs() == []
     assert all(line["level"] for line in server.log_lines())
+
+
+def test_a_web_worker_that_dies_leaves_the_others_and_its_replacement_answering(tmp_path: Path) -> None:
+    server = Server([str(BIN / "pipeline-bridge"), "serve"], tmp_path, WEB_CONCURRENCY="2")
+    try:
+        _wait_until(lambda: len(_web_workers(server)) == 2)
+        first = _web_workers(server)
+        # SIGABRT is what gunicorn's master sends a worker past its timeout; the worker exits, the master stays.
+        os.kill(first[0], signal.SIGABRT)
+        _wait_until(lambda: len(set(_web_workers(server)) - set(first)) == 1)
+        for number in range(20):  # fresh connections, so both live workers serve some
+            with requests.Session() as fresh_connection:
+                created = fresh_connection.put(
+                    f"{server.url}/{USER}/apps/after-a-crash/events/buildEvent",
+                    params={"apiToken": TOKEN},
+                    json={"build_status": "Running", "build_id": str(number)},
+                    timeout=10,
+                )
+                assert created.status_code == 200, created.text
+                missing = fresh_connection.get(f"{server.url}/no/such/path-{number}", timeout=10)
+                assert missing.status_code == 404, missing.text
+        metrics = server.metrics()
+        unmatched = (
+            "bridge_http_requests_total",
+            frozenset({"route": "unmatched", "method": "GET", "status": "404"}.items()),
+        )
+        assert metrics[unmatched] == 20
+        assert server.metrics_dirs(), "the metrics directory was removed while the server runs"
+        # The delivery worker was left running: what was accepted reaches the sink.
+        _wait_until(
+            lambda: (tmp_path / "sink.jsonl").exists() and "after-a-crash" in (tmp_path / "sink.jsonl").read_text()
+        )
+    finally:
+        assert server.stop() == 0
+    assert server.metrics_dirs() == []

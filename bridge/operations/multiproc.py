@@ -49,7 +49,11 @@ def remove_metrics_dir(config: Config, made: Config, environ: MutableMapping[str
 def metrics_dir(config: Config) -> Iterator[Config]:
     """:func:`make_metrics_dir` for the length of a ``with`` block, then :func:`remove_metrics_dir`."""
     made = make_metrics_dir(config, os.environ)
+    maker = os.getpid()
     try:
         yield made
     finally:
-        remove_metrics_dir(config, made, os.environ)
+        # gunicorn forks its web workers inside the block, and a worker that leaves while the master runs on (a
+        # crash, a timeout, a reload) unwinds through it too: only the process that made the directory removes it.
+        if os.getpid() == maker:
+            remove_metrics_dir(config, made, os.environ)
