@@ -10,9 +10,10 @@ Target (issue 17): SQLite durable >= 0.3 x the bare ceiling.
 
 ``--against DIR`` (a ``git worktree add`` of another commit) adds, in every round right after this tree's SQLite
 run, the same run of the bridge imported from DIR (``PYTHONPATH``, same virtualenv): an A/B pair per round, so the
-machine's drift hits both versions alike. ``--no-postgres`` leaves out the PostgreSQL runs. ``--lean`` adds, in every
-round, the ``lean`` baseline of ``baselines.py``: the same durable job with no framework beyond Flask, the floor the
-bridge is compared with (the bridge's figure includes its delivery worker; the lean server has none).
+machine's drift hits both versions alike; the PostgreSQL runs are paired the same way. ``--no-postgres`` leaves
+them out. ``--lean`` adds, in every round, the ``lean`` baseline of ``baselines.py``: the same durable job with no
+framework beyond Flask, the floor the bridge is compared with (the bridge's figure includes its delivery worker;
+the lean server has none).
 """
 
 from __future__ import annotations
@@ -51,7 +52,14 @@ def main() -> None:
     # Rounds, because how gunicorn's two workers happen to share wrk's keep-alive connections moves a single
     # run by up to a factor of two (the bare app measured 890 and 2,125 req/s in two runs here); the best of each
     # is the ceiling that server reached.
-    runs: dict[str, list[Throughput]] = {"bare": [], "sqlite": [], "against": [], "lean": [], "postgres": []}
+    runs: dict[str, list[Throughput]] = {
+        "bare": [],
+        "sqlite": [],
+        "against": [],
+        "lean": [],
+        "postgres": [],
+        "postgres-against": [],
+    }
     for number in range(args.rounds):
         with baseline(directory, "bare") as server:
             runs["bare"].append(throughput(server.base_url, args.seconds, args.connections, server=server))
@@ -66,18 +74,24 @@ def main() -> None:
             with baseline(directory / "lean", "lean", database_url=sqlite_url(directory / f"lean-{number}")) as server:
                 runs["lean"].append(throughput(server.base_url, args.seconds, args.connections, server=server))
         if not args.no_postgres:
-            with postgres_schema() as database_url, bridge(directory, database_url, WEB_CONCURRENCY="2") as server:
-                result = throughput(server.base_url, args.seconds, args.connections, server=server, database=True)
-                runs["postgres"].append(result)
+            for name, env in versions[:: -1 if number % 2 else 1]:
+                key = "postgres" if name == "sqlite" else "postgres-against"
+                with (
+                    postgres_schema() as database_url,
+                    bridge(directory / name, database_url, WEB_CONCURRENCY="2", **env) as server,
+                ):
+                    result = throughput(server.base_url, args.seconds, args.connections, server=server, database=True)
+                    runs[key].append(result)
     for name, results in runs.items():
         if results:
             figures = ", ".join(
                 f"{result.requests_per_second:.0f} ({result.cpu_ms_per_request:.2f} ms)" for result in results
             )
             print(f"# {name}: {figures} req/s (server CPU ms/request)")
-    if runs["postgres"]:
-        figures = ", ".join(f"{result.database_cpu_ms_per_request:.2f}" for result in runs["postgres"])
-        print(f"# postgres: PostgreSQL's own processes, CPU ms/request beside the bridge's: {figures}")
+    for name in ("postgres", "postgres-against"):
+        if runs[name]:
+            figures = ", ".join(f"{result.database_cpu_ms_per_request:.2f}" for result in runs[name])
+            print(f"# {name}: PostgreSQL's own processes, CPU ms/request beside the bridge's: {figures}")
     best = {
         name: max(results, key=lambda result: result.requests_per_second) for name, results in runs.items() if results
     }
@@ -90,6 +104,7 @@ def main() -> None:
         "against": f"bridge from {args.against}, SQLite (durable)",
         "lean": "lean durable create (baselines.py lean), SQLite",
         "postgres": "bridge, PostgreSQL, 2 web processes",
+        "postgres-against": f"bridge from {args.against}, PostgreSQL, 2 web processes",
     }
     for key, result in best.items():
         name = names[key]
@@ -108,6 +123,11 @@ def main() -> None:
     table(rows)
     ratio = durable.requests_per_second / bare.requests_per_second
     print(f"SQLite durable / bare = {ratio:.2f} (target >= 0.3): {verdict(ratio >= 0.3 and durable.non_2xx == 0)}")
+    if runs["postgres"]:
+        postgres, sqlite = (
+            sum(r.requests_per_second for r in runs[name]) / len(runs[name]) for name in ("postgres", "sqlite")
+        )
+        print(f"PostgreSQL / SQLite, means = {postgres / sqlite:.2f} (target >= 1): {verdict(postgres >= sqlite)}")
     if runs["lean"]:
         means = {name: sum(r.requests_per_second for r in runs[name]) / len(runs[name]) for name in ("sqlite", "lean")}
         print(
@@ -116,7 +136,9 @@ def main() -> None:
         )
     if args.against:
         # The pairs' means, beside the best of each: one change's effect is often smaller than the drift.
-        for name in ("sqlite", "against"):
+        for name in ("sqlite", "against", "postgres", "postgres-against"):
+            if not runs[name]:
+                continue
             rate = sum(result.requests_per_second for result in runs[name]) / len(runs[name])
             cpu = sum(result.cpu_ms_per_request for result in runs[name]) / len(runs[name])
             print(f"# {names[name]}: mean {rate:.0f} req/s, {cpu:.2f} ms of server CPU per request")

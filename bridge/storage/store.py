@@ -323,6 +323,7 @@ def make_engine(database_url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_on_begin)
     else:
         engine = create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5, **options)
+        event.listen(engine, "connect", _postgresql_on_connect)
     event.listen(engine, "before_cursor_execute", _storable_parameters, retval=True)
     return engine
 
@@ -408,6 +409,22 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _postgresql_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver prepares a statement on the server after its fifth run, and PostgreSQL then plans it once for any
+    # values (a generic plan) if that plan's estimate is no worse than the plans made for the values so far. For
+    # "the newest push of this commit" (ORDER BY id DESC LIMIT 1) in an app whose events share a few commits, the
+    # generic plan walks the primary key backwards and filters every event of the table: 1.85 ms of PostgreSQL's
+    # CPU a create at 3,000 events, growing with the table. Planned for its values, the lookup reads the commit's
+    # index (0.02 ms); planning every statement cost less than that one scan (bench/RESULTS.md, 2026-12-02 21:20).
+    # SET outside a transaction, so the pool's rollback on check-in cannot undo it (SQLAlchemy's recipe).
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET plan_cache_mode = force_custom_plan")
+    cursor.close()
+    dbapi_connection.autocommit = autocommit
 
 
 def _on_driver(connection: DriverConnection, statement: str, call: Callable[[], object]) -> None:
