@@ -406,17 +406,20 @@ class IndexColumns:
     branch: str | None
     env_name: str | None
     commit_id: str | None
+    release_version: str | None
 
 
 def index_columns(stored: Mapping[str, Any]) -> IndexColumns:
     """The indexed values of stored fields: the build or deploy status, the branch as filters match it, the env,
-    and the commit id (a placeholder such as ``NoChangeID`` names no commit)."""
+    the commit id (a placeholder such as ``NoChangeID`` names no commit), and the release (a deploy finds the build
+    of its release by it)."""
     commit = stored.get("commit_id")
     return IndexColumns(
         status=stored.get("build_status") or stored.get("deployment_status"),
         branch=normalise_branch(stored.get("branch"))[0] or stored.get("branch"),
         env_name=stored.get("env_name"),
         commit_id=None if is_placeholder(commit) else commit,
+        release_version=stored.get("release_version") or None,
     )
 
 

@@ -18,13 +18,22 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from bridge.config import Config
+from bridge.delivery.intake import HttpIntake
+from bridge.delivery.sender import Sender
+from bridge.ingest.distelli_ingest import _BUILD_OF_RELEASE
 from bridge.storage import migrate
+from bridge.storage.prepared import prepared
 from bridge.storage.store import Store
 from bridge.web.app import create_app
 from tests.conftest import TOKEN, USER
+from tests.distelli_api import DistelliApi, sample
+from tests.intake_server import DORA_PATH, IntakeServer
 from tests.reliability.harness import running_body
+from tests.test_distelli_mapping import SHA
 
 _CREATE = f"/{USER}/apps/example/events/buildEvent?apiToken={TOKEN}"
+_REPO = {"repo_url": "https://github.com/doct15/example-node", "repo_provider": "github"}
+_REPO_URL = "https://github.com/doct15/example-node"
 
 
 def _create(client: FlaskClient, number: int) -> None:
@@ -74,3 +83,101 @@ def test_on_postgresql_the_push_of_commit_lookup_reads_no_other_events_after_hun
             assert _rows_read(plan) == 0, json.dumps(plan, indent=1)
     finally:
         store.dispose()
+
+
+# --- a deploy's build of its release ------------------------------------------------------------------------------
+
+
+def _deploy_git(api: DistelliApi, store: Store, intake: IntakeServer, release: str) -> dict[str, Any] | None:
+    """The git facts of the DORA deployment a successful deploy of ``release`` sends (the release build's)."""
+    api.create_id(
+        "deployEvent",
+        {
+            **sample("create_deploy_event.json"),
+            "deployment_status": "Success",
+            "commit_id": None,
+            "release_version": release,
+        },
+    )
+    Sender(store, HttpIntake(intake.url, intake.api_key)).run_once()
+    deployments = [event for event in intake.accepted_events(DORA_PATH) if event["attributes"]["version"] == release]
+    git: dict[str, Any] | None = deployments[-1]["attributes"].get("git")
+    return git
+
+
+def test_a_deploy_finds_the_build_whose_update_named_its_release(
+    api: DistelliApi, store: Store, intake: IntakeServer
+) -> None:
+    build_id = api.create_id("buildEvent", {"build_status": "Running", "commit_id": SHA, **_REPO})
+    assert api.update(build_id, {"build_status": "Success", "release_version": "v7"}).status_code == 200
+
+    assert _deploy_git(api, store, intake, "v7") == {"commit_sha": SHA, "repository_url": _REPO_URL}
+    assert _deploy_git(api, store, intake, "v8") is None  # no build named it
+
+
+def test_builds_stored_before_migration_0006_are_found_by_their_release(
+    api: DistelliApi, store: Store, intake: IntakeServer
+) -> None:
+    api.create_id("buildEvent", {"build_status": "Success", "commit_id": SHA, "release_version": "v3", **_REPO})
+    _migrate(store, "downgrade", "0005")  # the release back in the fields alone, as 0005's bridge stored it
+    _migrate(store, "upgrade", "head")
+
+    assert _deploy_git(api, store, intake, "v3") == {"commit_sha": SHA, "repository_url": _REPO_URL}
+
+
+def test_the_release_lookup_reads_no_more_with_thousands_of_other_builds_in_the_app(
+    store: Store, api: DistelliApi
+) -> None:
+    api.create_id("buildEvent", {"build_status": "Success", "release_version": "v1", **_REPO})
+    few = _release_lookup_cost(store, "v-unknown")
+    with store.engine.begin() as connection:  # 4,000 more builds of the app, each with its own release
+        connection.execute(
+            text(
+                "INSERT INTO events (source, username, app_name, event_type, status, release_version, fields, state,"
+                " raw_body, event_time, updated_at)"
+                " WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000)"
+                " SELECT source, username, app_name, event_type, status,"
+                " release_version || '-' || CAST(n.i AS VARCHAR),"
+                " fields, state, raw_body, event_time, updated_at FROM events, n WHERE event_type = 'BUILD'"
+            )
+        )
+    many = _release_lookup_cost(store, "v-unknown")
+
+    assert many <= few * 2 + 20, (few, many)
+    assert _release_lookup_cost(store, "v1-3999") <= few * 2 + 40
+
+
+def _release_lookup_cost(store: Store, release: str) -> int:
+    """What the deploy's lookup of the build of ``release`` reads: rows fetched on PostgreSQL (EXPLAIN ANALYZE),
+    virtual-machine steps on SQLite (its progress handler, called every step): counts, not times."""
+    statement = prepared(_BUILD_OF_RELEASE, store.engine.dialect)
+    parameters = statement.convert({"username": USER, "app_name": "example-node", "release": release})
+    with store.engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        if store.engine.dialect.name == "postgresql":
+            plan = connection.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement.sql, parameters).scalar()
+            return _rows_read((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        driver.set_progress_handler(count, 1)
+        try:
+            driver.execute(statement.sql, parameters).fetchall()
+        finally:
+            driver.set_progress_handler(None, 1)
+        return steps
+
+
+def _migrate(store: Store, direction: str, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    alembic = AlembicConfig()
+    alembic.set_main_option("script_location", str(migrate.MIGRATIONS))
+    with store.engine.begin() as connection:
+        alembic.attributes["connection"] = connection
+        getattr(command, direction)(alembic, revision)

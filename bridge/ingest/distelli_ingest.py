@@ -241,9 +241,7 @@ _PARENT = _NEWEST.where(
     Event.id == bindparam("id"), or_(Event.event_type == distelli.PUSH, Event.event_type == distelli.PULL_REQUEST)
 )
 _PUSH_OF_COMMIT = _NEWEST.where(Event.event_type == distelli.PUSH, Event.commit_id == bindparam("commit"))
-_BUILD_OF_RELEASE = _NEWEST.where(
-    Event.event_type == distelli.BUILD, Event.fields["release_version"].as_string() == bindparam("release")
-)
+_BUILD_OF_RELEASE = _NEWEST.where(Event.event_type == distelli.BUILD, Event.release_version == bindparam("release"))
 
 
 def _parent(on: Executor, event: Event, fields: Mapping[str, Any]) -> _RelatedRow | None:

@@ -59,6 +59,7 @@ class Event(Base):
     branch: Mapped[str | None] = mapped_column(String(400))
     env_name: Mapped[str | None] = mapped_column(String(200))
     commit_id: Mapped[str | None] = mapped_column(String(200))
+    release_version: Mapped[str | None] = mapped_column(String(200))  # migration 0006
     run_key: Mapped[str | None] = mapped_column(String(400))
     delivery_id: Mapped[str | None] = mapped_column(String(200))
     fields: Mapped[dict[str, Any]]
@@ -77,6 +78,16 @@ class Event(Base):
         # Migration 0003, for the console: counts and charts by time, and search by commit without the app.
         Index("ix_events_time", "event_time"),
         Index("ix_events_commit", "commit_id", "id"),
+        # Migration 0006: a deploy's build of its release, without reading the app's other builds.
+        Index(
+            "ix_events_release",
+            "username",
+            "app_name",
+            "release_version",
+            "id",
+            postgresql_where=text("release_version IS NOT NULL"),
+            sqlite_where=text("release_version IS NOT NULL"),
+        ),
     )
 
 
