@@ -237,7 +237,7 @@ class Config:
     )
     public_url: str = setting(
         "BRIDGE_PUBLIC_URL",
-        "the bridge's own public URL, used in links from Datadog back to events (default `http://localhost:8000`)",
+        "the bridge's own public URL, used in links from Datadog back to events (default `http://localhost:<PORT>`)",
         http_url,
         "http://localhost:8000",
     )
@@ -419,6 +419,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
             values[field.name] = {**values[field.name], **value} if field.name in values else value
     if problems:
         raise ConfigError(problems)
+    if "public_url" not in values and "port" in values:
+        # Links must reach the bridge `make run` started on another port, not the default one.
+        values["public_url"] = f"http://localhost:{values['port']}"
     return Config(**values)
 
 

@@ -106,6 +106,14 @@ def test_defaults_need_no_variable_at_all() -> None:
     assert config.intake_base_url == "https://api.datadoghq.com"
 
 
+def test_links_back_to_events_follow_the_port_unless_a_public_url_is_set() -> None:
+    assert load_config({}).public_url == "http://localhost:8000"
+    assert load_config({"PORT": "8766"}).public_url == "http://localhost:8766"
+    assert load_config({"PORT": "8766", "BRIDGE_PUBLIC_URL": "https://ci.example.com"}).public_url == (
+        "https://ci.example.com"
+    )
+
+
 class _Recording(dict[str, str]):
     """An environment that remembers which names were asked for."""
 
