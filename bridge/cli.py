@@ -53,11 +53,17 @@ def serve(config: Config, worker: bool) -> None:
         if config.is_sqlite:
             # In a child process, so that Alembic and Mako (about 7 MB) stay out of the gunicorn master, whose
             # pages every web worker shares and counts.
-            upgraded = subprocess.run([sys.executable, "-m", "bridge", "db", "upgrade"], stdout=subprocess.DEVNULL)
+            # -P (here and for the worker): the working directory stays off the child's path, so it imports the
+            # same bridge package as the web processes. With -m alone, run from a source checkout it imported the
+            # checkout's copy whatever PYTHONPATH said: a benchmark's --against run measured one version's delivery
+            # worker beside the other's web processes.
+            upgraded = subprocess.run(
+                [sys.executable, "-P", "-m", "bridge", "db", "upgrade"], stdout=subprocess.DEVNULL
+            )
             if upgraded.returncode:
                 sys.exit(upgraded.returncode)
         startup.announce(config, registered)
-        process = subprocess.Popen([sys.executable, "-m", "bridge", "worker"]) if worker else None
+        process = subprocess.Popen([sys.executable, "-P", "-m", "bridge", "worker"]) if worker else None
         serving = os.getpid()
         try:
             run_gunicorn(config)

@@ -68,8 +68,16 @@ class BridgeProcess:
     when its ``/healthz`` answers 200.
     """
 
-    def __init__(self, command: str, env: Mapping[str, str], log_path: Path, argv: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        command: str,
+        env: Mapping[str, str],
+        log_path: Path,
+        argv: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.command = command
+        self.cwd = cwd
         self.env = dict(env)
         self.log_path = log_path
         self.argv = argv or [CONSOLE_SCRIPT, *command.split()]
@@ -81,7 +89,9 @@ class BridgeProcess:
 
     def start(self, ready_timeout: float = 30.0) -> BridgeProcess:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=log, start_new_session=True, cwd=self.cwd
+            )
         if self.command != "worker":
             self.wait_ready(ready_timeout)
         return self
