@@ -16,7 +16,8 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy import BigInteger, and_, bindparam, delete, func, insert, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, aliased
 
 from bridge.storage.models import DeliveryAttempt
@@ -26,6 +27,14 @@ ANSWER_CHARS = 500
 
 _TABLE = DeliveryAttempt.metadata.tables[DeliveryAttempt.__tablename__]
 _INSERT = insert(_TABLE)
+# On PostgreSQL one statement for all the rows a request carried, which share every value but the outbox id: as
+# one INSERT per row (the driver's executemany) the delivery worker's backend spent a quarter of its time on them.
+_IDS = func.unnest(bindparam("outbox_ids", type_=postgresql.ARRAY(BigInteger))).column_valued("outbox_id")
+_SHARED = ("attempted_at", "endpoint", "status", "answer")
+_INSERT_EACH_ID = insert(_TABLE).from_select(
+    ["outbox_id", *_SHARED],
+    select(_IDS, *(bindparam(name, type_=_TABLE.c[name].type) for name in _SHARED)),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +64,10 @@ def record(
     if not outbox_ids:
         return
     row = {"attempted_at": attempted_at, "endpoint": endpoint[:300], "status": status, "answer": answer[:ANSWER_CHARS]}
-    session.connection().execute(_INSERT, [{"outbox_id": outbox_id, **row} for outbox_id in outbox_ids])
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_INSERT_EACH_ID, {"outbox_ids": list(outbox_ids), **row})
+    else:  # SQLite runs in this process: its executemany costs no round trips
+        session.connection().execute(_INSERT, [{"outbox_id": outbox_id, **row} for outbox_id in outbox_ids])
     if not 200 <= status < 300:
         _prune(session, outbox_ids)
 
