@@ -13,7 +13,8 @@ run, the same run of the bridge imported from DIR (``PYTHONPATH``, same virtuale
 machine's drift hits both versions alike; the PostgreSQL runs are paired the same way. ``--no-postgres`` leaves
 them out. ``--lean`` adds, in every round, the ``lean`` baseline of ``baselines.py``: the same durable job with no
 framework beyond Flask, the floor the bridge is compared with (the bridge's figure includes its delivery worker;
-the lean server has none).
+the lean server has none); with the PostgreSQL runs, the same job on PostgreSQL through psycopg alone, 2 web
+processes, after them in each round.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main() -> None:
         "lean": [],
         "postgres": [],
         "postgres-against": [],
+        "lean-postgres": [],
     }
     for number in range(args.rounds):
         with baseline(directory, "bare") as server:
@@ -82,13 +84,20 @@ def main() -> None:
                 ):
                     result = throughput(server.base_url, args.seconds, args.connections, server=server, database=True)
                     runs[key].append(result)
+            if args.lean:
+                with (
+                    postgres_schema() as database_url,
+                    baseline(directory / "lean", "lean", database_url=database_url) as server,
+                ):
+                    result = throughput(server.base_url, args.seconds, args.connections, server=server, database=True)
+                    runs["lean-postgres"].append(result)
     for name, results in runs.items():
         if results:
             figures = ", ".join(
                 f"{result.requests_per_second:.0f} ({result.cpu_ms_per_request:.2f} ms)" for result in results
             )
             print(f"# {name}: {figures} req/s (server CPU ms/request)")
-    for name in ("postgres", "postgres-against"):
+    for name in ("postgres", "postgres-against", "lean-postgres"):
         if runs[name]:
             figures = ", ".join(f"{result.database_cpu_ms_per_request:.2f}" for result in runs[name])
             print(f"# {name}: PostgreSQL's own processes, CPU ms/request beside the bridge's: {figures}")
@@ -105,6 +114,7 @@ def main() -> None:
         "lean": "lean durable create (baselines.py lean), SQLite",
         "postgres": "bridge, PostgreSQL, 2 web processes",
         "postgres-against": f"bridge from {args.against}, PostgreSQL, 2 web processes",
+        "lean-postgres": "lean durable create (baselines.py lean), PostgreSQL, 2 web processes",
     }
     for key, result in best.items():
         name = names[key]
@@ -133,6 +143,16 @@ def main() -> None:
         print(
             f"# bridge / lean: best {durable.requests_per_second / best['lean'].requests_per_second:.2f}, "
             f"mean {means['sqlite'] / means['lean']:.2f} (lean mean {means['lean']:.0f} req/s)"
+        )
+    if runs["lean-postgres"] and runs["postgres"]:
+        means = {
+            name: sum(r.requests_per_second for r in runs[name]) / len(runs[name])
+            for name in ("sqlite", "postgres", "lean-postgres")
+        }
+        print(
+            f"# PostgreSQL: bridge / lean mean {means['postgres'] / means['lean-postgres']:.2f}; "
+            f"lean PostgreSQL / bridge SQLite mean {means['lean-postgres'] / means['sqlite']:.2f} "
+            f"(lean PostgreSQL mean {means['lean-postgres']:.0f} req/s)"
         )
     if args.against:
         # The pairs' means, beside the best of each: one change's effect is often smaller than the drift.

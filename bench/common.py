@@ -129,7 +129,10 @@ def bridge(
     if not database_url.startswith("sqlite"):
         upgrade(settings, directory)
     command = "serve" if worker else "serve --no-worker"
-    with BridgeProcess(command, settings, directory / "bridge.log") as process:
+    # Another tree's bridge runs from that tree: one from before ac4aced starts its delivery worker with -m alone,
+    # which imports the working directory's package first.
+    other_tree = Path(env["PYTHONPATH"]) if "PYTHONPATH" in env else None
+    with BridgeProcess(command, settings, directory / "bridge.log", cwd=other_tree) as process:
         yield process.start()
 
 
