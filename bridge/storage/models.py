@@ -41,6 +41,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return None if value is None else value.replace(tzinfo=dt.UTC)
 
 
+def _valued(column: str) -> dict[str, Any]:
+    """The partial-index clause of an index that keeps only rows where ``column`` is not NULL, on both databases."""
+    where = text(f"{column} IS NOT NULL")
+    return {"postgresql_where": where, "sqlite_where": where}
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, dt.datetime: UTCDateTime}
 
@@ -72,8 +78,10 @@ class Event(Base):
         Index("ix_events_app", "username", "app_name", "id"),
         Index("ix_events_app_type", "username", "app_name", "event_type", "id"),
         Index("ix_events_app_commit", "username", "app_name", "commit_id", "event_type"),
-        Index("ix_events_run", "source", "run_key"),
-        Index("uq_events_delivery", "source", "delivery_id", unique=True),
+        # Migration 0007: these two and ix_outbox_delivered hold only the rows whose column has a value, the only
+        # rows a lookup by that value can read; Distelli events have neither a run key nor a delivery id.
+        Index("ix_events_run", "source", "run_key", **_valued("run_key")),
+        Index("uq_events_delivery", "source", "delivery_id", unique=True, **_valued("delivery_id")),
         Index("ix_events_updated", "updated_at", "id"),  # migration 0004: retention
         # Migration 0003, for the console: counts and charts by time, and search by commit without the app.
         Index("ix_events_time", "event_time"),
@@ -187,7 +195,7 @@ class OutboxItem(Base):
         Index("ix_outbox_final_created", "final", "created_at"),  # migration 0004: stale runs
         # Migration 0003: the console's delivered-per-minute chart and counts read a time range, not the table,
         # and its dead-letter list pages through the dead rows alone.
-        Index("ix_outbox_delivered", "delivered_at"),
+        Index("ix_outbox_delivered", "delivered_at", **_valued("delivered_at")),
         Index("ix_outbox_dead", "id", postgresql_where=_DEAD, sqlite_where=_DEAD),
     )
 
