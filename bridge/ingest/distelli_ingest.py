@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, or_, select
+from sqlalchemy import ColumnElement, Select, bindparam, literal_column, or_, select
 from sqlalchemy.orm import Session, configure_mappers
 
 from adapters import distelli
@@ -225,23 +225,36 @@ class _RelatedRow(NamedTuple):
     fields: dict[str, Any]
 
 
+def _constant(value: str) -> ColumnElement[Any]:
+    """``value`` written into the statement's text, not bound. On PostgreSQL a create's statements run on plans made
+    once for any values (:meth:`bridge.storage.store.Store.driver_transaction`); PostgreSQL costs such a plan with
+    what it knows of the text's constants, so "event type PUSH" is seen to be rare in a table of builds and the
+    lookup reads the commit's index entries, where a bound value would be costed as a typical one and the plan walk
+    the whole table by id (``tests/test_related_lookups.py``)."""
+    assert "'" not in value
+    return literal_column(f"'{value}'")
+
+
 # The newest event of one user and app meeting each statement's conditions.
 _NEWEST = (
     select(Event.id, Event.event_type, Event.commit_id, Event.fields)
     .where(
         Event.username == bindparam("username"),
         Event.app_name == bindparam("app_name"),
-        Event.source == distelli.SOURCE,
+        Event.source == _constant(distelli.SOURCE),
     )
     .order_by(Event.id.desc())
-    .limit(1)
+    .limit(literal_column("1"))
 )
 # OR rather than IN: a prepared statement (bridge/storage/prepared.py) is compiled once, without expanding an IN.
 _PARENT = _NEWEST.where(
-    Event.id == bindparam("id"), or_(Event.event_type == distelli.PUSH, Event.event_type == distelli.PULL_REQUEST)
+    Event.id == bindparam("id"),
+    or_(Event.event_type == _constant(distelli.PUSH), Event.event_type == _constant(distelli.PULL_REQUEST)),
 )
-_PUSH_OF_COMMIT = _NEWEST.where(Event.event_type == distelli.PUSH, Event.commit_id == bindparam("commit"))
-_BUILD_OF_RELEASE = _NEWEST.where(Event.event_type == distelli.BUILD, Event.release_version == bindparam("release"))
+_PUSH_OF_COMMIT = _NEWEST.where(Event.event_type == _constant(distelli.PUSH), Event.commit_id == bindparam("commit"))
+_BUILD_OF_RELEASE = _NEWEST.where(
+    Event.event_type == _constant(distelli.BUILD), Event.release_version == bindparam("release")
+)
 
 
 def _parent(on: Executor, event: Event, fields: Mapping[str, Any]) -> _RelatedRow | None:

@@ -77,7 +77,8 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_app", "username", "app_name", "id"),
         Index("ix_events_app_type", "username", "app_name", "event_type", "id"),
-        Index("ix_events_app_commit", "username", "app_name", "commit_id", "event_type"),
+        # Migration 0008: id last, so the newest push of a commit is one backward step whatever the statistics say.
+        Index("ix_events_app_commit", "username", "app_name", "commit_id", "event_type", "id"),
         # Migration 0007: these two and ix_outbox_delivered hold only the rows whose column has a value, the only
         # rows a lookup by that value can read; Distelli events have neither a run key nor a delivery id.
         Index("ix_events_run", "source", "run_key", **_valued("run_key")),

@@ -51,6 +51,11 @@ T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _BEGIN = "BEGIN IMMEDIATE"
+# A create's transaction on PostgreSQL (Store.driver_transaction) lets PostgreSQL plan its statements once for any
+# values: they are INSERTs, whose foreign-key checks PostgreSQL runs as statements of its own, and the related-events
+# lookups, whose constants are in their text so one plan is right for every value. Planning each of them for its
+# values instead cost 0.23 ms of PostgreSQL's CPU a create of 0.82 (bench/RESULTS.md, 2026-12-03).
+_GENERIC_PLANS = "SET LOCAL plan_cache_mode = auto"
 # The execution option of :meth:`Store.read`'s sessions.
 READ_ONLY = "bridge_read_only"
 # How often, at most, a store whose disk refused a write tries a probe write to learn that writes pass again.
@@ -137,6 +142,8 @@ class Store:
             connection = DriverConnection(self.engine.dialect, pooled.driver_connection)
             if self.is_sqlite:
                 _on_driver(connection, _BEGIN, functools.partial(connection.driver.execute, _BEGIN))
+            else:
+                _on_driver(connection, _GENERIC_PLANS, functools.partial(connection.driver.execute, _GENERIC_PLANS))
             try:
                 yield connection
                 _on_driver(connection, "COMMIT", connection.driver.commit)
@@ -418,6 +425,7 @@ def _postgresql_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # generic plan walks the primary key backwards and filters every event of the table: 1.85 ms of PostgreSQL's
     # CPU a create at 3,000 events, growing with the table. Planned for its values, the lookup reads the commit's
     # index (0.02 ms); planning every statement cost less than that one scan (bench/RESULTS.md, 2026-12-02 21:20).
+    # A create's own transaction goes back to plans made once (_GENERIC_PLANS): its statements are safe with them.
     # SET outside a transaction, so the pool's rollback on check-in cannot undo it (SQLAlchemy's recipe).
     autocommit = dbapi_connection.autocommit
     dbapi_connection.autocommit = True
