@@ -137,7 +137,8 @@ class Store:
     def driver_transaction(self) -> Iterator[DriverConnection]:
         """What :meth:`transaction` does (the same checks, lock, flush and refusals) on a DBAPI connection, for
         writes made only of prepared statements: ``BEGIN IMMEDIATE`` on SQLite (PostgreSQL's driver begins by
-        itself), then COMMIT, or ROLLBACK if the body raised."""
+        itself, and the transaction starts by allowing plans made once, :data:`_GENERIC_PLANS`), then COMMIT, or
+        ROLLBACK if the body raised."""
         with self._writing(), self._durable(), self._held(), self._statements_connection() as pooled:
             connection = DriverConnection(self.engine.dialect, pooled.driver_connection)
             if self.is_sqlite:
