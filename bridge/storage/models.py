@@ -41,9 +41,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return None if value is None else value.replace(tzinfo=dt.UTC)
 
 
-def _valued(column: str) -> dict[str, Any]:
-    """The partial-index clause of an index that keeps only rows where ``column`` is not NULL, on both databases."""
-    where = text(f"{column} IS NOT NULL")
+def _only_where(condition: str) -> dict[str, Any]:
+    """The keywords of an index that keeps only the rows meeting ``condition`` (SQL), on both databases."""
+    where = text(condition)
     return {"postgresql_where": where, "sqlite_where": where}
 
 
@@ -81,8 +81,8 @@ class Event(Base):
         Index("ix_events_app_commit", "username", "app_name", "commit_id", "event_type", "id"),
         # Migration 0007: these two and ix_outbox_delivered hold only the rows whose column has a value, the only
         # rows a lookup by that value can read; Distelli events have neither a run key nor a delivery id.
-        Index("ix_events_run", "source", "run_key", **_valued("run_key")),
-        Index("uq_events_delivery", "source", "delivery_id", unique=True, **_valued("delivery_id")),
+        Index("ix_events_run", "source", "run_key", **_only_where("run_key IS NOT NULL")),
+        Index("uq_events_delivery", "source", "delivery_id", unique=True, **_only_where("delivery_id IS NOT NULL")),
         Index("ix_events_updated", "updated_at", "id"),  # migration 0004: retention
         # Migration 0003, for the console: counts and charts by time, and search by commit without the app.
         Index("ix_events_time", "event_time"),
@@ -94,14 +94,9 @@ class Event(Base):
             "app_name",
             "release_version",
             "id",
-            postgresql_where=text("release_version IS NOT NULL"),
-            sqlite_where=text("release_version IS NOT NULL"),
+            **_only_where("release_version IS NOT NULL"),
         ),
     )
-
-
-_PENDING = text("state = 'pending'")
-_DEAD = text("state = 'dead'")
 
 
 _EVENTS = Event.metadata.tables[Event.__tablename__]
@@ -192,12 +187,12 @@ class OutboxItem(Base):
         # Pending rows only (migration 0002): the sender's claim stays fast however long the history grows. Its
         # check for an older pending row of the same run reads ix_outbox_unique (migration 0005 dropped the
         # pending-only copy, whose pages every create and every delivery wrote).
-        Index("ix_outbox_pending", "id", postgresql_where=_PENDING, sqlite_where=_PENDING),
+        Index("ix_outbox_pending", "id", **_only_where("state = 'pending'")),
         Index("ix_outbox_final_created", "final", "created_at"),  # migration 0004: stale runs
         # Migration 0003: the console's delivered-per-minute chart and counts read a time range, not the table,
         # and its dead-letter list pages through the dead rows alone.
-        Index("ix_outbox_delivered", "delivered_at", **_valued("delivered_at")),
-        Index("ix_outbox_dead", "id", postgresql_where=_DEAD, sqlite_where=_DEAD),
+        Index("ix_outbox_delivered", "delivered_at", **_only_where("delivered_at IS NOT NULL")),
+        Index("ix_outbox_dead", "id", **_only_where("state = 'dead'")),
     )
 
 
