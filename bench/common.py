@@ -217,28 +217,32 @@ def postgres_cpu_seconds() -> float:
     request in two where this sum read 0.80 and 0.82 (the other four agreed within 0.01). With the reaped children's
     time the sum only grows, whatever comes and goes.
     """
-    ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in Path("/proc").iterdir():
         with contextlib.suppress(OSError, IndexError, ValueError):
             if not entry.name.isdigit() or (entry / "comm").read_text().strip() != "postgres":
                 continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(entry.name)
             total += int(fields[11]) + int(fields[12])
             if (Path("/proc") / fields[1] / "comm").read_text().strip() != "postgres":  # the postmaster
                 total += int(fields[13]) + int(fields[14])
-    return total / ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pids: list[int]) -> float:
     """User plus system CPU seconds of these processes so far (those that have gone count as zero)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(pid)
             total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces): [0] is the state, [1] the
+    parent, [11] and [12] user and system ticks, [13] and [14] those of the children it has reaped."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def _wrk(base_url: str, seconds: float, connections: int, path: str) -> Throughput:
