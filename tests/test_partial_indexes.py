@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,6 +44,16 @@ def _index_definitions(store: Store) -> dict[str, str]:
                 text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
             )
         return {name: definition for name, definition in rows}
+
+
+def _conditions_missing(store: Store) -> list[str]:
+    """The indexes of :data:`PARTIAL` whose definition lacks its condition (PostgreSQL adds parentheses)."""
+    definitions = _index_definitions(store)
+    return [
+        definitions[name]
+        for name, condition in PARTIAL.items()
+        if condition not in re.sub(r"[()]", "", definitions[name])
+    ]
 
 
 def _fill(store: Store, distelli_events: int) -> None:
@@ -101,10 +112,7 @@ def _plan(store: Store, sql: str, parameters: Any) -> str:
 
 
 def test_the_indexes_keep_only_rows_with_a_value(store: Store) -> None:
-    definitions = _index_definitions(store)
-
-    for name, condition in PARTIAL.items():
-        assert condition in definitions[name].replace("(", "").replace(")", ""), definitions[name]
+    assert _conditions_missing(store) == []
 
 
 @pytest.mark.parametrize(
@@ -156,8 +164,7 @@ def test_a_store_migrated_from_0006_keeps_its_events_and_gets_the_partial_indexe
 
     _migrate(store, "upgrade", "head")
 
-    definitions = _index_definitions(store)
-    assert all(condition in definitions[name].replace("(", "").replace(")", "") for name, condition in PARTIAL.items())
+    assert _conditions_missing(store) == []
     with store.read() as session:
         assert hooks.find_delivery(session, "github", "d-1") is not None
         assert len(hooks.history(session, "github", "o/r#7")) == 1
