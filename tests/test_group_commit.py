@@ -71,6 +71,19 @@ def _in_threads(count: int, target: Any) -> list[Any]:
     return results
 
 
+def _until_queued(store: Store, count: int, grouped: bool) -> None:
+    """Returns once ``count`` writes wait in ``store``'s queue for the next group (or after 30 s). A fixed sleep
+    let a thread on a loaded machine arrive after the slow write had ended, and lead a group of its own (CI, once:
+    three commits where the test counted two). Writes that are not ``grouped`` (session writes on PostgreSQL)
+    never queue: the others are given a fixed 0.3 s to be waiting for their own transactions."""
+    if not grouped:
+        time.sleep(0.3)
+        return
+    deadline = time.monotonic() + 30
+    while len(store._group_commit._queue) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _app_names(store: Store) -> list[str]:
     with store.transaction() as session:
         return sorted(session.scalars(select(Event.app_name).where(Event.source == "test")))
@@ -83,7 +96,7 @@ def test_writes_queued_behind_a_busy_one_commit_together_and_each_gets_its_own_r
 
     def slow_first(session: Session) -> int:
         first_running.set()
-        time.sleep(0.3)  # the others queue meanwhile
+        _until_queued(store, 6, grouped=store.is_sqlite)
         return _add(session, "first")
 
     leader = threading.Thread(target=store.write, args=(slow_first,))
@@ -99,13 +112,13 @@ def test_writes_queued_behind_a_busy_one_commit_together_and_each_gets_its_own_r
     assert _app_names(store) == sorted(["first", *(f"app-{index}" for index in range(6))])
 
 
-def _queued_behind_a_slow_one(write: Any, add: Any, kind: str) -> list[Any]:
+def _queued_behind_a_slow_one(store: Store, write: Any, add: Any, kind: str) -> list[Any]:
     """Six writes of ``add`` queued while a slow first one runs; what each got."""
     first_running = threading.Event()
 
     def slow_first(on: Any) -> int:
         first_running.set()
-        time.sleep(0.3)  # the others queue meanwhile
+        _until_queued(store, 6, grouped=write == store.write_statements)
         return int(add(on, f"{kind}-first"))
 
     leader = threading.Thread(target=write, args=(slow_first,))
@@ -124,8 +137,8 @@ def test_on_postgresql_creates_queued_behind_a_busy_one_share_a_transaction_and_
     store = Store(postgres_url)
     migrate.upgrade(store)
     try:
-        creates = _queued_behind_a_slow_one(store.write_statements, _insert, "create")
-        sessions = _queued_behind_a_slow_one(store.write, _add, "session")
+        creates = _queued_behind_a_slow_one(store, store.write_statements, _insert, "create")
+        sessions = _queued_behind_a_slow_one(store, store.write, _add, "session")
         with store.transaction() as session:
             written = dict(session.execute(text("SELECT app_name, xmin::text FROM events WHERE source = 'test'")).all())
     finally:
@@ -154,7 +167,8 @@ def test_a_write_that_fails_in_a_group_fails_alone_and_leaves_nothing(store: Sto
                 raise NotFound("no such thing")  # after its insert: the insert must be undone too
             if index < 0:
                 first_running.set()
-                time.sleep(0.3)  # the others queue meanwhile
+                behind = [other for other in range(5) if store.is_sqlite or not by_session(other)]
+                _until_queued(store, len(behind), grouped=store.is_sqlite or not by_session(index))
             return new_id
 
         return (store.write if by_session(index) else store.write_statements)(add)
@@ -216,7 +230,7 @@ def test_a_failed_update_in_the_same_group_as_a_good_one_of_the_same_build_leave
 
     def slow_first(session: Session) -> int:
         first_running.set()
-        time.sleep(0.3)  # both updates queue meanwhile, the good one first
+        _until_queued(store, 2, grouped=store.is_sqlite)  # both updates queue meanwhile, the good one first
         return _add(session, "first")
 
     def update(index: int) -> Any:
