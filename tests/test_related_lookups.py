@@ -30,6 +30,7 @@ from bridge.web.app import create_app
 from tests.conftest import TOKEN, USER
 from tests.distelli_api import DistelliApi, sample
 from tests.intake_server import DORA_PATH, IntakeServer
+from tests.plan_cost import postgres_rows_read, rows_read, sqlite_steps
 from tests.reliability.harness import running_body
 from tests.test_distelli_mapping import SHA
 
@@ -42,12 +43,6 @@ SHA_OF_RUNNING_BODY = running_body(1)["commit_id"]
 def _create(client: FlaskClient, number: int) -> None:
     response = client.put(_CREATE, data=json.dumps(running_body(number)), content_type="application/json")
     assert response.status_code == 200, response.get_data(as_text=True)
-
-
-def _rows_read(plan: dict[str, Any]) -> int:
-    """Rows a plan node and its children fetched, those their filters then dropped included."""
-    own = int(plan.get("Actual Rows", 0)) + int(plan.get("Rows Removed by Filter", 0))
-    return own + sum(_rows_read(child) for child in plan.get("Plans", ()))
 
 
 @pytest.mark.parametrize("analyzed", [True, False], ids=["analyzed", "no-statistics-yet"])
@@ -86,7 +81,7 @@ def test_on_postgresql_the_push_of_commit_lookup_reads_no_other_events_after_hun
             values = f"'{USER}', 'example', '{SHA_OF_RUNNING_BODY}'"
             explained = connection.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({values})")).scalar()
             plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
-            assert _rows_read(plan) == 0, json.dumps(plan, indent=1)
+            assert rows_read(plan) == 0, json.dumps(plan, indent=1)
     finally:
         store.dispose()
 
@@ -159,23 +154,9 @@ def _release_lookup_cost(store: Store, release: str) -> int:
     statement = prepared(_BUILD_OF_RELEASE, store.engine.dialect)
     parameters = statement.convert({"username": USER, "app_name": "example-node", "release": release})
     with store.engine.connect() as connection:
-        driver = connection.connection.driver_connection
         if store.engine.dialect.name == "postgresql":
-            plan = connection.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement.sql, parameters).scalar()
-            return _rows_read((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
-        steps = 0
-
-        def count() -> int:
-            nonlocal steps
-            steps += 1
-            return 0
-
-        driver.set_progress_handler(count, 1)
-        try:
-            driver.execute(statement.sql, parameters).fetchall()
-        finally:
-            driver.set_progress_handler(None, 1)
-        return steps
+            return int(postgres_rows_read(connection, statement.sql, parameters))
+        return sqlite_steps(connection, statement.sql, parameters)
 
 
 def _migrate(store: Store, direction: str, revision: str) -> None:

@@ -1,0 +1,93 @@
+"""The sender's claim reads in proportion to the backlog, not its square, whatever the database's statistics say.
+
+A row may be sent only when no older row of its run is still pending, so the claim checks each due row for one.
+On PostgreSQL that check was planned as a join: with statistics saying that few rows are pending (a new table that
+autovacuum has not analyzed yet, or a table analyzed before an intake outage left a backlog), the planner took the
+pending rows for a handful and compared every due row with every pending one. 1,500 creates' rows then took the
+claim 516 ms, a backlog of 3,000 rows behind 20,000 delivered ones 656 ms, and a backlog ten times larger a
+hundred times that, each claim again (bench/RESULTS.md, 2026-12-04). The check is now a subquery run for each due
+row, which can read only the run's own rows (bridge/storage/outbox.py, ``_due_rows``).
+
+Counts, not times: rows the plan fetched on PostgreSQL (EXPLAIN ANALYZE), virtual-machine steps on SQLite. Twice
+the backlog must cost about twice as much, and on PostgreSQL each pending row be read a few times at most.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import event, text
+
+from bridge.config import Config
+from bridge.storage import migrate, outbox
+from bridge.storage.store import Store
+from bridge.web.app import create_app
+from tests.conftest import TOKEN, USER
+from tests.plan_cost import postgres_rows_read, sqlite_steps
+from tests.reliability.harness import running_body
+
+_CREATE = f"/{USER}/apps/example/events/buildEvent?apiToken={TOKEN}"
+BACKLOG = 150  # creates: two pending outbox rows each
+
+
+def _create(client: FlaskClient, numbers: range) -> None:
+    for number in numbers:
+        response = client.put(_CREATE, data=json.dumps(running_body(number)), content_type="application/json")
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def _claim_cost(store: Store) -> float:
+    """What the sender's claim statement reads over the whole backlog (no batch limit): the statement as the
+    sender sends it, captured from the driver, then explained (PostgreSQL) or stepped (SQLite), and rolled back."""
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    due = outbox._due_rows(now, 100_000, [outbox.CI_PIPELINE])
+    if not store.is_sqlite:
+        due = due.with_for_update(skip_locked=True, of=outbox.OutboxItem.__table__)
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    with store.engine.connect() as connection:
+        event.listen(connection, "before_cursor_execute", capture)
+        assert connection.execute(due).all(), "the claim found nothing to send"
+        event.remove(connection, "before_cursor_execute", capture)
+        (statement, parameters), *_ = sent
+        cost = (sqlite_steps if store.is_sqlite else postgres_rows_read)(connection, statement, parameters)
+        connection.rollback()
+        return cost
+
+
+@pytest.mark.parametrize("statistics", ["none-yet", "from-before-the-backlog"])
+def test_twice_the_backlog_costs_the_claim_about_twice_as_much(
+    make_config: Callable[..., Config], database_url: str, statistics: str
+) -> None:
+    config = make_config(DATABASE_URL=database_url)
+    store = Store(config.database_url)
+    migrate.upgrade(store)
+    try:
+        if not store.is_sqlite:  # statistics only when the test makes them
+            with store.engine.begin() as connection:
+                connection.execute(text("ALTER TABLE outbox SET (autovacuum_enabled = false)"))
+        client = create_app(config, store).test_client()
+        if statistics == "from-before-the-backlog":  # delivered history, analyzed, then the intake goes away
+            _create(client, range(1_000, 1_000 + 4 * BACKLOG))
+            with store.engine.begin() as connection:
+                connection.execute(text("UPDATE outbox SET state = 'delivered'"))
+                connection.execute(text("ANALYZE"))
+        _create(client, range(BACKLOG))
+        once = _claim_cost(store)
+        _create(client, range(BACKLOG, 2 * BACKLOG))
+        twice = _claim_cost(store)
+    finally:
+        store.dispose()
+
+    assert twice <= 3 * once, (once, twice)  # a plan comparing every due row with every pending one: about 4 x
+    if not store.is_sqlite:  # rows are countable there: each pending row read a few times, not once per other row
+        assert once <= 10 * 2 * BACKLOG, once
+        assert twice <= 10 * 4 * BACKLOG, twice
