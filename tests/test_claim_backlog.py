@@ -14,9 +14,10 @@ the backlog must cost about twice as much, and on PostgreSQL each pending row be
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -63,29 +64,41 @@ def _claim_cost(store: Store) -> float:
         return cost
 
 
+@contextlib.contextmanager
+def statistics_held(config: Config) -> Iterator[tuple[Store, FlaskClient]]:
+    """A migrated store and a client of its app; on PostgreSQL autovacuum is off for both tables, so the
+    statistics are only what the test makes."""
+    store = Store(config.database_url)
+    migrate.upgrade(store)
+    try:
+        if not store.is_sqlite:
+            with store.engine.begin() as connection:
+                for table in ("events", "outbox"):
+                    connection.execute(text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
+        yield store, create_app(config, store).test_client()
+    finally:
+        store.dispose()
+
+
+def deliver_and_analyze(store: Store) -> None:
+    """Every outbox row delivered and the tables analyzed: the statistics a running bridge has before an outage."""
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE outbox SET state = 'delivered'"))
+        connection.execute(text("ANALYZE"))
+
+
 @pytest.mark.parametrize("statistics", ["none-yet", "from-before-the-backlog"])
 def test_twice_the_backlog_costs_the_claim_about_twice_as_much(
     make_config: Callable[..., Config], database_url: str, statistics: str
 ) -> None:
-    config = make_config(DATABASE_URL=database_url)
-    store = Store(config.database_url)
-    migrate.upgrade(store)
-    try:
-        if not store.is_sqlite:  # statistics only when the test makes them
-            with store.engine.begin() as connection:
-                connection.execute(text("ALTER TABLE outbox SET (autovacuum_enabled = false)"))
-        client = create_app(config, store).test_client()
+    with statistics_held(make_config(DATABASE_URL=database_url)) as (store, client):
         if statistics == "from-before-the-backlog":  # delivered history, analyzed, then the intake goes away
             _create(client, range(1_000, 1_000 + 4 * BACKLOG))
-            with store.engine.begin() as connection:
-                connection.execute(text("UPDATE outbox SET state = 'delivered'"))
-                connection.execute(text("ANALYZE"))
+            deliver_and_analyze(store)
         _create(client, range(BACKLOG))
         once = _claim_cost(store)
         _create(client, range(BACKLOG, 2 * BACKLOG))
         twice = _claim_cost(store)
-    finally:
-        store.dispose()
 
     assert twice <= 3 * once, (once, twice)  # a plan comparing every due row with every pending one: about 4 x
     if not store.is_sqlite:  # rows are countable there: each pending row read a few times, not once per other row

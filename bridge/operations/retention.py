@@ -93,14 +93,15 @@ def prune(
     while not pause.is_set():
         batch_started = time.monotonic()
         with store.transaction() as session:
-            batch = _deletable(session, now - policy.keep, now - policy.keep_dead, after, policy.batch_size)
-            if not batch:
+            candidates = _candidates(session, now - policy.keep, after, policy.batch_size)
+            if not candidates:
                 break
-            ids = [event_id for _, event_id in batch]
-            report.outbox.update(_outbox_states(session, ids) if dry_run else _delete(session, ids))
+            ids = _deletable(session, candidates, now - policy.keep_dead)
+            if ids:
+                report.outbox.update(_outbox_states(session, ids) if dry_run else _delete(session, ids))
         report.events += len(ids)
-        report.batches += 1
-        after = batch[-1]
+        report.batches += bool(ids)
+        after = candidates[-1]
         pause.wait(max(PAUSE_MIN, PAUSE_FACTOR * (time.monotonic() - batch_started)))
     if not dry_run and report.events and store.is_sqlite:
         report.pages_freed = give_back_space(store, stopping)
@@ -110,24 +111,23 @@ def prune(
     return report
 
 
-def _deletable(
-    session: Session,
-    cutoff: dt.datetime,
-    dead_cutoff: dt.datetime,
-    after: tuple[dt.datetime, int] | None,
-    limit: int,
+def _candidates(
+    session: Session, cutoff: dt.datetime, after: tuple[dt.datetime, int] | None, limit: int
 ) -> list[tuple[dt.datetime, int]]:
-    """The next events (oldest change first) past the cutoff with nothing pending and no dead letter kept."""
+    """The next ``limit`` events (oldest change first, after ``after``) past the cutoff, each with its position.
+
+    Only the events' own index is read here; which of them have rows that keep them is :func:`_deletable`'s
+    question, asked of these events alone. As one statement with ``NOT EXISTS`` checks, PostgreSQL planned those
+    checks from its statistics: where they said few rows were pending (an outage's backlog arriving after the
+    last ANALYZE), it read every pending row for every event, 112 ms a batch of 500 with 3,000 pending
+    (bench/RESULTS.md, 2026-12-04), and forms that probed per event lost the ordered scan that stops at the batch.
+    """
     rows = OutboxItem.__table__.c
-    pending = select(rows.id).where(rows.event_id == Event.id, rows.state == PENDING).exists()
-    dead = select(rows.id).where(rows.event_id == Event.id, rows.state == DEAD).exists()
     newest_outbox_event = select(rows.event_id).where(rows.id == select(func.max(rows.id)).scalar_subquery())
     statement = (
         select(Event.updated_at, Event.id)
         .where(
             Event.updated_at < cutoff,
-            ~pending,
-            or_(Event.updated_at < dead_cutoff, ~dead),
             Event.id < select(func.max(Event.id)).scalar_subquery(),
             Event.id.not_in(newest_outbox_event),
         )
@@ -145,6 +145,19 @@ def _deletable(
         # An event a request is updating right now (it holds the row) is left for the next prune.
         statement = statement.with_for_update(skip_locked=True, of=Event)
     return [(moment, event_id) for moment, event_id in session.execute(statement)]
+
+
+def _deletable(session: Session, candidates: Sequence[tuple[dt.datetime, int]], dead_cutoff: dt.datetime) -> list[int]:
+    """The ids of ``candidates`` with nothing pending and no dead letter kept (one younger than ``dead_cutoff``)."""
+    rows = OutboxItem.__table__.c
+    ids = [event_id for _, event_id in candidates]
+    kept_dead = [event_id for moment, event_id in candidates if moment >= dead_cutoff]
+    keeps = rows.state == PENDING
+    if kept_dead:
+        keeps = or_(keeps, and_(rows.state == DEAD, rows.event_id.in_(kept_dead)))
+    keeping = select(rows.event_id).where(rows.event_id.in_(ids), keeps)
+    kept = set(session.scalars(keeping))
+    return [event_id for event_id in ids if event_id not in kept]
 
 
 def _outbox_states(session: Session, event_ids: Sequence[int]) -> dict[str, int]:

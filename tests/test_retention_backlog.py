@@ -1,0 +1,67 @@
+"""Retention reads in proportion to what it looks at, not to the backlog times the batch, whatever the statistics.
+
+A prune keeps every event that still has a pending row (or a dead letter younger than its own window). Asked as
+``NOT EXISTS`` checks inside the statement that picks the batch, PostgreSQL planned them from its statistics, and
+with statistics from before an intake outage's backlog it read every pending row for every event of a batch: 112 ms
+a batch of 500 with 3,000 pending rows, and a whole dry run of 4,500 events 0.85-0.94 s of PostgreSQL's CPU against
+0.07-0.08 now (bench/RESULTS.md, 2026-12-04). Now the batch's events are picked first, and then one statement asks
+which of those events have such rows (bridge/operations/retention.py).
+
+Every statement of a dry-run prune is captured from the driver and explained (PostgreSQL: rows fetched) or stepped
+(SQLite: VM steps) afterwards, in a transaction rolled back: counts, not times.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event
+
+from bridge.config import Config
+from bridge.operations.retention import RetentionPolicy, prune
+from bridge.storage.store import Store
+from tests.plan_cost import postgres_rows_read, sqlite_steps
+from tests.test_claim_backlog import BACKLOG, _create, deliver_and_analyze, statistics_held
+
+HISTORY = 300  # creates delivered before the backlog, all of them past retention
+
+
+def _prune_cost(store: Store) -> float:
+    """What one dry-run prune of everything past retention reads, summed over its statements."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, parameters))
+
+    policy = RetentionPolicy(keep=dt.timedelta(days=1), keep_dead=dt.timedelta(days=1), batch_size=100)
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        report = prune(store, policy, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=2), dry_run=True)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    assert report.events == HISTORY, report  # the backlog's events are all kept: their rows are pending
+    measure = sqlite_steps if store.is_sqlite else postgres_rows_read
+    with store.engine.connect() as connection:
+        cost = sum(measure(connection, statement, parameters) for statement, parameters in sent)
+        connection.rollback()
+    return cost
+
+
+def test_twice_the_backlog_costs_a_prune_at_most_twice_as_much(
+    make_config: Callable[..., Config], database_url: str
+) -> None:
+    with statistics_held(make_config(DATABASE_URL=database_url)) as (store, client):
+        _create(client, range(10_000, 10_000 + HISTORY))
+        deliver_and_analyze(store)  # then the intake goes away
+        _create(client, range(BACKLOG))
+        once = _prune_cost(store)
+        _create(client, range(BACKLOG, 2 * BACKLOG))
+        twice = _prune_cost(store)
+
+    # The history costs the same both times; the backlog's events are looked at once each: well under 2 x.
+    assert twice <= 2 * once, (once, twice)
+    if not store.is_sqlite:  # rows are countable there: a few reads per event and outbox row, not one per pair
+        assert twice <= 30 * (HISTORY + 2 * BACKLOG), twice
