@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,18 +27,15 @@ from bridge.config import Config
 from bridge.storage import migrate, outbox
 from bridge.storage.store import Store
 from bridge.web.app import create_app
-from tests.conftest import TOKEN, USER
 from tests.plan_cost import postgres_rows_read, sqlite_steps
-from tests.reliability.harness import running_body
+from tests.test_related_lookups import _create as create_one
 
-_CREATE = f"/{USER}/apps/example/events/buildEvent?apiToken={TOKEN}"
 BACKLOG = 150  # creates: two pending outbox rows each
 
 
 def _create(client: FlaskClient, numbers: range) -> None:
     for number in numbers:
-        response = client.put(_CREATE, data=json.dumps(running_body(number)), content_type="application/json")
-        assert response.status_code == 200, response.get_data(as_text=True)
+        create_one(client, number)
 
 
 def _claim_cost(store: Store) -> float:

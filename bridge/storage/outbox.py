@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    Exists,
     Select,
     Text,
     and_,
@@ -191,14 +190,21 @@ def claim(
 def _due_rows(now: dt.datetime, limit: int, kinds: Collection[str]) -> Select[Any]:
     """The pending rows whose attempt is due and whose lease (if any) ran out, none behind an older pending row.
 
-    The check for an older pending row reads the row's own run only (``ix_outbox_unique``), see
-    :func:`_per_row_exists`: as a plain ``NOT EXISTS``, with statistics saying few rows were pending, PostgreSQL
-    compared every due row with every pending one (``tests/test_claim_backlog.py``). SQLite's plan is the same
+    The check for an older pending row must read the row's own run only (``ix_outbox_unique``), however many rows
+    the database believes are pending. As a plain ``NOT EXISTS`` PostgreSQL turned it into a join planned from its
+    statistics, and where they said few rows were pending (a table not analyzed yet, or analyzed before an intake
+    outage left a backlog) it read every pending row once per due row through a pending-only index: a claim over
+    3,000 backlog rows took 0.5-0.7 s, ten times the backlog a hundred times that (``tests/test_claim_backlog.py``,
+    bench/RESULTS.md 2026-12-04). ``OFFSET 0`` keeps the subquery from being pulled up into a join, and with the
+    state tested through :func:`_in_state` the run's index is the only one it can use. SQLite's plan is the same
     either way (``SEARCH outbox_1 USING INDEX ix_outbox_unique (unique_id=? AND id<?)``).
     """
     older = aliased(OutboxItem)
-    blocked_by_older = _per_row_exists(
-        older.id, older.unique_id == OutboxItem.unique_id, older.id < OutboxItem.id, _in_state(older.state, PENDING)
+    blocked_by_older = (
+        select(older.id)
+        .where(older.unique_id == OutboxItem.unique_id, older.id < OutboxItem.id, _in_state(older.state, PENDING))
+        .offset(0)
+        .exists()
     )
     return (
         select(
@@ -393,20 +399,6 @@ def delivery_summary(session: Session, event_ids: list[int]) -> dict[int, dict[s
 def counts_by_state(session: Session) -> dict[str, int]:
     rows = session.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state)).all()
     return {state: count for state, count in rows}
-
-
-def _per_row_exists(column: Any, *conditions: ColumnElement[bool]) -> Exists:
-    """``EXISTS (SELECT column ... WHERE conditions)``, checked for each outer row through the index its
-    correlation names, however many rows the database believes the other conditions match.
-
-    For checks such as "is an older row of this row's run still pending". A plain ``EXISTS`` PostgreSQL turns into
-    a join planned from its statistics; where they said few rows were pending (a table not analyzed yet, or
-    analyzed before an intake outage left a backlog) it read every pending row once per outer row through a
-    pending-only index: a claim over 3,000 backlog rows took 0.5-0.7 s, ten times the backlog a hundred times that
-    (bench/RESULTS.md, 2026-12-04). ``OFFSET 0`` keeps the subquery from being pulled up into a join; with the
-    state tested through :func:`_in_state`, the indexes on the correlated columns are the only ones it can use.
-    """
-    return select(column).where(*conditions).offset(0).exists()
 
 
 def _in_state(state: Any, value: str) -> ColumnElement[bool]:
