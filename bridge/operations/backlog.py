@@ -17,7 +17,7 @@ from adapters.target import CI_PIPELINE, INTAKE_WINDOW
 from bridge.config import Config
 from bridge.delivery.delivery_gate import PAUSED
 from bridge.storage.models import OutboxItem, SenderState
-from bridge.storage.outbox import PENDING
+from bridge.storage.outbox import PENDING, oldest_pending_queued_at
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +28,7 @@ def warnings(session: Session, config: Config, now: dt.datetime | None = None) -
     """Why delivery is at risk, one sentence each; empty when all is well."""
     now = now or dt.datetime.now(dt.UTC)
     found: list[str] = []
-    oldest = session.scalar(select(func.min(OutboxItem.created_at)).where(OutboxItem.state == PENDING))
+    oldest = oldest_pending_queued_at(session)
     warn_after = dt.timedelta(hours=config.backlog_warn_hours)
     if oldest is not None and _aware(oldest) <= now - warn_after:
         hours = (now - _aware(oldest)) / dt.timedelta(hours=1)

@@ -18,12 +18,11 @@ import structlog
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bridge.delivery import delivery_gate
-from bridge.storage.models import OutboxItem, SenderState
+from bridge.storage.models import SenderState
 from bridge.storage.store import Store
 
 if TYPE_CHECKING:
@@ -111,7 +110,7 @@ class OutboxCollector:
         try:
             with self.store.read() as session:
                 counts = outbox.counts_by_state(session)
-                oldest = session.scalar(select(func.min(OutboxItem.created_at)).where(OutboxItem.state == PENDING))
+                oldest = outbox.oldest_pending_queued_at(session)
                 paused = delivery_paused(session)["paused"]
         except SQLAlchemyError as exc:
             log.warning("metrics.outbox_unreadable", error_type=type(exc).__name__)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     cast,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -394,6 +395,23 @@ def delivery_summary(session: Session, event_ids: list[int]) -> dict[int, dict[s
     for event_id, remote_id in remote_ids.items():
         summary[event_id]["remote_id"] = remote_id
     return summary
+
+
+def oldest_pending_queued_at(session: Session) -> dt.datetime | None:
+    """When the oldest row still waiting for delivery was queued: the lowest pending id's, one step in the
+    pending-only index. Rows are numbered as they are queued, so that is the oldest (to the milliseconds two
+    requests' commits can cross in). ``min(created_at)`` read the whole backlog: 45-58 ms a ``/readyz`` behind
+    100,000 pending rows, and health checks call it every few seconds.
+
+    SQLite, which nothing analyzes, prefers the state-led index for ``state = 'pending'`` and sorts the whole
+    backlog by id, so it is told the index; PostgreSQL finds the partial index itself from the constant."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    statement = text(_OLDEST_PENDING_SQLITE if sqlite else _OLDEST_PENDING)
+    return session.scalar(statement.columns(OutboxItem.created_at))
+
+
+_OLDEST_PENDING = "SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1"
+_OLDEST_PENDING_SQLITE = _OLDEST_PENDING.replace("FROM outbox", "FROM outbox INDEXED BY ix_outbox_pending")
 
 
 def counts_by_state(session: Session) -> dict[str, int]:

@@ -90,9 +90,7 @@ def overview(
     counts = {
         state: _count(session, OutboxItem.state == state) for state in (outbox.PENDING, outbox.DEAD, outbox.EXPIRED)
     }
-    oldest = session.scalar(
-        select(OutboxItem.created_at).where(OutboxItem.state == outbox.PENDING).order_by(OutboxItem.id).limit(1)
-    )
+    oldest = outbox.oldest_pending_queued_at(session)
     pause, holds = delivery_gate.current(session)
     accepted = accepted_minutes.read(session, now)
     delivered = delivered_minutes.read(session, now)
