@@ -197,13 +197,13 @@ def _due_rows(now: dt.datetime, limit: int, kinds: Collection[str]) -> Select[An
     outage left a backlog) it read every pending row once per due row through a pending-only index: a claim over
     3,000 backlog rows took 0.5-0.7 s, ten times the backlog a hundred times that (``tests/test_claim_backlog.py``,
     bench/RESULTS.md 2026-12-04). ``OFFSET 0`` keeps the subquery from being pulled up into a join, and with the
-    state tested through :func:`_in_state` the run's index is the only one it can use. SQLite's plan is the same
+    state tested through :func:`state_is` the run's index is the only one it can use. SQLite's plan is the same
     either way (``SEARCH outbox_1 USING INDEX ix_outbox_unique (unique_id=? AND id<?)``).
     """
     older = aliased(OutboxItem)
     blocked_by_older = (
         select(older.id)
-        .where(older.unique_id == OutboxItem.unique_id, older.id < OutboxItem.id, _in_state(older.state, PENDING))
+        .where(older.unique_id == OutboxItem.unique_id, older.id < OutboxItem.id, state_is(older.state, PENDING))
         .offset(0)
         .exists()
     )
@@ -246,15 +246,19 @@ def _sort_claimed(
 
 
 def _newest_final_ids(session: Session, unique_ids: Collection[str]) -> dict[tuple[str, str], int]:
-    """For these runs, the id of the newest final row per level that is pending or delivered."""
+    """For these runs, the id of the newest final row per level that is pending or delivered.
+
+    ``final`` and ``state`` are tested through ``coalesce``, which no index covers, so the runs' own index is the
+    only one to read. SQLite, which nothing analyzes, took the ``(final, created_at)`` index and read every final
+    row of the history for each claim (``tests/test_claim_history.py``)."""
     if not unique_ids:
         return {}
     rows = session.execute(
         select(OutboxItem.unique_id, OutboxItem.level, func.max(OutboxItem.id))
         .where(
             OutboxItem.unique_id.in_(unique_ids),
-            OutboxItem.final.is_(True),
-            OutboxItem.state.in_((PENDING, DELIVERED)),
+            func.coalesce(OutboxItem.final, False).is_(True),
+            func.coalesce(OutboxItem.state, "").in_((PENDING, DELIVERED)),
         )
         .group_by(OutboxItem.unique_id, OutboxItem.level)
     ).all()
@@ -419,7 +423,7 @@ def counts_by_state(session: Session) -> dict[str, int]:
     return {state: count for state, count in rows}
 
 
-def _in_state(state: Any, value: str) -> ColumnElement[bool]:
+def state_is(state: Any, value: str) -> ColumnElement[bool]:
     """``state = value`` through ``coalesce(state, '')`` (the same for the NOT NULL state column), which no index
     covers: the condition is checked on the rows found by the others and cannot steer the planner to the
     state-led or pending-only indexes, which hold every row of that state."""
