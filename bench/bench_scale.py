@@ -98,6 +98,7 @@ def fill(path: Path, history: int, backlog: int) -> None:
             {
                 "event_id": f"{first_event - 1} + i",
                 "unique_id": "'history-' || i",
+                "final": "i % 2",  # half of them final, as a finished build's rows are
                 "state": "'delivered'",
                 "body": "'{}'",
                 "delivered_at": "created_at",

@@ -171,7 +171,7 @@ def claim(
     A row waits while an older row of its ``unique_id`` is pending. Rows past the intake's window are expired and
     running rows whose final event is pending or delivered are superseded here, so they are never sent.
     """
-    due = _due_rows(now, limit, kinds)
+    due = _due_rows(now, limit, kinds, in_due_order=session.get_bind().dialect.name == "sqlite")
     if skip_locked:
         due = due.with_for_update(skip_locked=True, of=OutboxItem.__table__)
     rows = [
@@ -188,8 +188,16 @@ def claim(
     return outcome
 
 
-def _due_rows(now: dt.datetime, limit: int, kinds: Collection[str]) -> Select[Any]:
+def _due_rows(now: dt.datetime, limit: int, kinds: Collection[str], in_due_order: bool) -> Select[Any]:
     """The pending rows whose attempt is due and whose lease (if any) ran out, none behind an older pending row.
+
+    Oldest first: by id, or ``in_due_order`` (SQLite) by when each became due, which is the order rows were queued
+    in but for retries, which take their place at their new time. A run's rows go in id order either way (the
+    check below). SQLite has no statistics, ever, and for an id order read and sorted every due row before the
+    limit: 97-118 ms a claim behind 100,000 due rows, inside the writer lock, and a drain quadratic in the backlog.
+    In due order it reads ``ix_outbox_due`` as that is sorted and stops at the limit (5 ms). PostgreSQL keeps the
+    id order: with statistics from before a backlog (saying none is pending) it then walks the pending-only index
+    in order and stops at the limit, where the due order made it read and sort every pending row.
 
     The check for an older pending row must read the row's own run only (``ix_outbox_unique``), however many rows
     the database believes are pending. As a plain ``NOT EXISTS`` PostgreSQL turned it into a join planned from its
@@ -225,7 +233,7 @@ def _due_rows(now: dt.datetime, limit: int, kinds: Collection[str]) -> Select[An
             (OutboxItem.lease_until.is_(None)) | (OutboxItem.lease_until < now),
             ~blocked_by_older,
         )
-        .order_by(OutboxItem.id)
+        .order_by(*((OutboxItem.next_attempt_at, OutboxItem.id) if in_due_order else (OutboxItem.id,)))
         .limit(limit)
     )
 
