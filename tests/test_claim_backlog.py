@@ -79,11 +79,15 @@ def statistics_held(config: Config) -> Iterator[tuple[Store, FlaskClient]]:
 
 def deliver_and_analyze(store: Store, analyze: bool = True) -> None:
     """Every outbox row delivered and the tables analyzed: the statistics a running bridge has before an outage
-    (without ``analyze``, those of a SQLite store, which nothing analyzes)."""
+    (without ``analyze``, those of a SQLite store, which nothing analyzes; on PostgreSQL a VACUUM then drops the
+    old row versions' index entries, as autovacuum would, and leaves the columns without statistics)."""
     with store.engine.begin() as connection:
         connection.execute(text("UPDATE outbox SET state = 'delivered'"))
         if analyze:
             connection.execute(text("ANALYZE"))
+    if not analyze and not store.is_sqlite:
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM outbox"))
 
 
 @pytest.mark.parametrize("statistics", ["none-yet", "from-before-the-backlog"])
@@ -118,11 +122,8 @@ def test_a_claim_of_one_batch_reads_about_the_batch_behind_any_backlog(
     stops at the limit; with no statistics at all (a new table's first minute) it reads the pending rows either
     way, once each."""
     with statistics_held(make_config(DATABASE_URL=database_url)) as (store, client):
-        _create(client, range(1_000, 1_000 + 4 * BACKLOG))
+        _create(client, range(1_000, 1_000 + BACKLOG))
         deliver_and_analyze(store, analyze=False)
-        if not store.is_sqlite:  # the delivered rows' old index entries gone, as autovacuum would have them
-            with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                connection.execute(text("VACUUM outbox"))
         _create(client, range(BACKLOG))
         if statistics == "of-the-backlog":
             with store.engine.begin() as connection:

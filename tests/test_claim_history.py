@@ -16,7 +16,6 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -54,22 +53,35 @@ def _claim_cost(store: Store) -> float:
         return cost
 
 
-@pytest.mark.parametrize("statistics", ["none", "analyzed"])
-def test_twice_the_finished_history_does_not_make_a_claim_cost_more(
-    make_config: Callable[..., Config], database_url: str, statistics: str
-) -> None:
-    with statistics_held(make_config(DATABASE_URL=database_url)) as (store, client):
+def _twice_the_history(config: Config, analyze: bool) -> tuple[float, float]:
+    """What a claim of a fresh backlog reads behind a finished history, and behind twice that history."""
+    with statistics_held(config) as (store, client):
         for number in range(HISTORY):
             _build(client, number, finished=True)
-        deliver_and_analyze(store, analyze=statistics == "analyzed")
+        deliver_and_analyze(store, analyze=analyze)
         for number in range(10_000, 10_000 + BACKLOG):
             _build(client, number, finished=False)
         once = _claim_cost(store)
         for number in range(HISTORY, 2 * HISTORY):
             _build(client, number, finished=True)
-        deliver_and_analyze(store, analyze=statistics == "analyzed")  # the backlog too: claim it fresh
+        deliver_and_analyze(store, analyze=analyze)  # the backlog too: claim a fresh one
         for number in range(20_000, 20_000 + BACKLOG):
             _build(client, number, finished=False)
-        twice = _claim_cost(store)
+        return once, _claim_cost(store)
 
+
+def test_on_sqlite_without_statistics_twice_the_finished_history_does_not_make_a_claim_cost_more(
+    make_config: Callable[..., Config],
+) -> None:
+    """Every SQLite store: nothing analyzes it."""
+    once, twice = _twice_the_history(make_config(), analyze=False)
     assert twice <= 1.5 * once, (once, twice)  # reading the history's final rows for each claim: about 2 x
+
+
+def test_with_statistics_twice_the_finished_history_does_not_make_a_claim_cost_more(
+    make_config: Callable[..., Config], database_url: str
+) -> None:
+    """PostgreSQL as autovacuum keeps it (without any statistics, a new table's first minute, it reads the table
+    for the lookup's list of runs), and SQLite had it been analyzed."""
+    once, twice = _twice_the_history(make_config(DATABASE_URL=database_url), analyze=True)
+    assert twice <= 1.5 * once, (once, twice)

@@ -30,7 +30,7 @@ from tests.plan_cost import postgres_rows_read, sqlite_steps
 from tests.reliability.harness import running_body, success_body
 from tests.test_claim_backlog import statistics_held
 
-HISTORY = 400  # finished builds added before each look
+HISTORY = 200  # finished builds added before each look
 OPEN = 60  # builds that sent Running only, inside the window
 
 
