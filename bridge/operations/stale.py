@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, aliased
 
 from adapters.payload import read_source_time
@@ -87,15 +87,15 @@ def _open_runs(session: Session, older_than: dt.datetime) -> list[OutboxItem]:
 
     The check for a final row reads only the candidate's run: a subquery for each candidate (``OFFSET 0`` keeps
     PostgreSQL from turning it into a join that hashes every final row of the history), with ``final`` tested
-    through ``coalesce``, which no index covers (the state too: the state-led index holds the whole history's
-    delivered rows). Without statistics (SQLite's, which nothing analyzes), SQLite read
+    through :func:`outbox.unindexed` (the state too: the state-led index holds the whole history's delivered
+    rows). Without statistics (SQLite's, which nothing analyzes), SQLite read
     the ``(final, created_at)`` index's every final row for every candidate: 2.8 s holding the writer lock behind
     1,000 finished builds, four times that behind twice as many (``tests/test_stale_history.py``).
     """
     other = aliased(OutboxItem)
     has_final = (
         select(other.id)
-        .where(other.unique_id == OutboxItem.unique_id, func.coalesce(other.final, False).is_(True))
+        .where(other.unique_id == OutboxItem.unique_id, outbox.unindexed(other.final, False).is_(True))
         .offset(0)
         .exists()
     )
@@ -106,7 +106,7 @@ def _open_runs(session: Session, older_than: dt.datetime) -> list[OutboxItem]:
             OutboxItem.created_at <= older_than,
             OutboxItem.created_at > older_than - INTAKE_WINDOW,
             OutboxItem.kind == CI_PIPELINE,
-            func.coalesce(OutboxItem.state, "").in_((outbox.PENDING, outbox.DELIVERED)),
+            outbox.unindexed(OutboxItem.state, "").in_((outbox.PENDING, outbox.DELIVERED)),
             ~has_final,
         )
         .order_by(OutboxItem.id)

@@ -256,17 +256,17 @@ def _sort_claimed(
 def _newest_final_ids(session: Session, unique_ids: Collection[str]) -> dict[tuple[str, str], int]:
     """For these runs, the id of the newest final row per level that is pending or delivered.
 
-    ``final`` and ``state`` are tested through ``coalesce``, which no index covers, so the runs' own index is the
-    only one to read. SQLite, which nothing analyzes, took the ``(final, created_at)`` index and read every final
-    row of the history for each claim (``tests/test_claim_history.py``)."""
+    ``final`` and ``state`` are tested through :func:`unindexed`, so the runs' own index is the only one to read.
+    SQLite, which nothing analyzes, took the ``(final, created_at)`` index and read every final row of the history
+    for each claim (``tests/test_claim_history.py``)."""
     if not unique_ids:
         return {}
     rows = session.execute(
         select(OutboxItem.unique_id, OutboxItem.level, func.max(OutboxItem.id))
         .where(
             OutboxItem.unique_id.in_(unique_ids),
-            func.coalesce(OutboxItem.final, False).is_(True),
-            func.coalesce(OutboxItem.state, "").in_((PENDING, DELIVERED)),
+            unindexed(OutboxItem.final, False).is_(True),
+            unindexed(OutboxItem.state, "").in_((PENDING, DELIVERED)),
         )
         .group_by(OutboxItem.unique_id, OutboxItem.level)
     ).all()
@@ -431,8 +431,15 @@ def counts_by_state(session: Session) -> dict[str, int]:
     return {state: count for state, count in rows}
 
 
+def unindexed(column: Any, empty: Any) -> ColumnElement[Any]:
+    """``column`` through ``coalesce(column, empty)``: the same values for a NOT NULL column, but no index covers
+    it, so a condition on it is checked on the rows the others found and cannot steer the planner to an index that
+    starts with the column (the state-led, pending-only or ``(final, created_at)`` ones, which hold every row of
+    that state or of every finished run). A SQLite store never has statistics, and without them SQLite takes such
+    an index for any equality on its column."""
+    return func.coalesce(column, empty)
+
+
 def state_is(state: Any, value: str) -> ColumnElement[bool]:
-    """``state = value`` through ``coalesce(state, '')`` (the same for the NOT NULL state column), which no index
-    covers: the condition is checked on the rows found by the others and cannot steer the planner to the
-    state-led or pending-only indexes, which hold every row of that state."""
-    return func.coalesce(state, "") == value
+    """``state = value`` through :func:`unindexed`."""
+    return unindexed(state, "") == value
