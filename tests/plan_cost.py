@@ -6,10 +6,12 @@ bound; a timed assertion would fail on a slow machine and pass a bad plan on a f
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, event
 
 
 def rows_read(plan: dict[str, Any]) -> float:
@@ -42,3 +44,27 @@ def sqlite_steps(connection: Connection, statement: str, parameters: Any) -> int
     finally:
         driver.set_progress_handler(None, 1)
     return steps
+
+
+@contextlib.contextmanager
+def statements_sent(target: Engine | Connection, selects_only: bool = False) -> Iterator[list[tuple[str, Any]]]:
+    """What ``target`` sent to the driver while the block ran: each statement's text and parameters (only the
+    SELECTs with ``selects_only``, which a later :func:`read_cost` can run again without changing anything)."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if not selects_only or statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, parameters))
+
+    event.listen(target, "before_cursor_execute", capture)
+    try:
+        yield sent
+    finally:
+        event.remove(target, "before_cursor_execute", capture)
+
+
+def read_cost(connection: Connection, statement: str, parameters: Any) -> float:
+    """:func:`sqlite_steps` or :func:`postgres_rows_read` of ``statement``, by the database ``connection`` is on."""
+    if connection.dialect.name == "sqlite":
+        return sqlite_steps(connection, statement, parameters)
+    return postgres_rows_read(connection, statement, parameters)

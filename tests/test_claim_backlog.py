@@ -17,17 +17,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from bridge.config import Config
 from bridge.storage import migrate, outbox
 from bridge.storage.store import Store
 from bridge.web.app import create_app
-from tests.plan_cost import postgres_rows_read, sqlite_steps
+from tests.plan_cost import read_cost, statements_sent
 from tests.test_related_lookups import _create as create_one
 
 BACKLOG = 150  # creates: two pending outbox rows each
@@ -46,17 +45,11 @@ def _claim_cost(store: Store, limit: int = 100_000) -> float:
     due = outbox._due_rows(now, limit, [outbox.CI_PIPELINE], in_due_order=store.is_sqlite)
     if not store.is_sqlite:
         due = due.with_for_update(skip_locked=True, of=outbox.OutboxItem.__table__)
-    sent: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        sent.append((statement, parameters))
-
     with store.engine.connect() as connection:
-        event.listen(connection, "before_cursor_execute", capture)
-        assert connection.execute(due).all(), "the claim found nothing to send"
-        event.remove(connection, "before_cursor_execute", capture)
+        with statements_sent(connection) as sent:
+            assert connection.execute(due).all(), "the claim found nothing to send"
         (statement, parameters), *_ = sent
-        cost = (sqlite_steps if store.is_sqlite else postgres_rows_read)(connection, statement, parameters)
+        cost = read_cost(connection, statement, parameters)
         connection.rollback()
         return cost
 

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from bridge.config import Config
 from bridge.storage import outbox
 from bridge.storage.store import Store
-from tests.plan_cost import postgres_rows_read, sqlite_steps
+from tests.plan_cost import read_cost, statements_sent
 from tests.test_claim_backlog import deliver_and_analyze, statistics_held
 from tests.test_stale_history import _build
 
@@ -31,24 +29,15 @@ BACKLOG = 40  # builds that sent Running only, waiting for delivery
 
 
 def _claim_cost(store: Store) -> float:
-    sent: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            sent.append((statement, parameters))
-
     now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
     with store.engine.connect() as connection:
-        event.listen(connection, "before_cursor_execute", capture)
-        with Session(bind=connection) as session:
+        with statements_sent(connection, selects_only=True) as sent, Session(bind=connection) as session:
             claimed = outbox.claim(
                 session, "test", now, now + dt.timedelta(minutes=1), 1_000, [outbox.CI_PIPELINE], not store.is_sqlite
             )
-        event.remove(connection, "before_cursor_execute", capture)
         assert len(claimed.to_send) == 2 * BACKLOG, "each waiting build's pipeline and job should be claimed"
         connection.rollback()
-        measure = sqlite_steps if store.is_sqlite else postgres_rows_read
-        cost = sum(measure(connection, statement, parameters) for statement, parameters in sent)
+        cost = sum(read_cost(connection, statement, parameters) for statement, parameters in sent)
         connection.rollback()
         return cost
 

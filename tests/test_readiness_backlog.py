@@ -13,34 +13,23 @@ Every SELECT one ``/readyz`` sends is captured from the driver and explained (Po
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from flask.testing import FlaskClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from bridge.config import Config
 from bridge.storage.store import Store
-from tests.plan_cost import postgres_rows_read, sqlite_steps
+from tests.plan_cost import read_cost, statements_sent
 from tests.test_claim_backlog import BACKLOG, _create, statistics_held
 
 
 def _readiness_cost(store: Store, client: FlaskClient) -> float:
-    sent: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            sent.append((statement, parameters))
-
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
+    with statements_sent(store.engine, selects_only=True) as sent:
         response = client.get("/readyz")
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["status"] == "degraded", "the backlog's age should be reported"
-    measure = sqlite_steps if store.is_sqlite else postgres_rows_read
     with store.engine.connect() as connection:
-        cost = sum(measure(connection, statement, parameters) for statement, parameters in sent)
+        cost = sum(read_cost(connection, statement, parameters) for statement, parameters in sent)
         connection.rollback()
     return cost
 

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from bridge.config import Config
 from bridge.operations.retention import BATCH_SIZE, RetentionPolicy, _deletable, prune
 from bridge.storage.models import Event
 from bridge.storage.store import Store
-from tests.plan_cost import postgres_rows_read, sqlite_steps
+from tests.plan_cost import read_cost, statements_sent
 from tests.test_claim_backlog import BACKLOG, _create, deliver_and_analyze, statistics_held
 
 HISTORY = 300  # creates delivered before the backlog, all of them past retention
@@ -34,22 +33,12 @@ HISTORY = 300  # creates delivered before the backlog, all of them past retentio
 
 def _prune_cost(store: Store) -> float:
     """What one dry-run prune of everything past retention reads, summed over its statements."""
-    sent: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            sent.append((statement, parameters))
-
     policy = RetentionPolicy(keep=dt.timedelta(days=1), keep_dead=dt.timedelta(days=1), batch_size=100)
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
+    with statements_sent(store.engine, selects_only=True) as sent:
         report = prune(store, policy, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=2), dry_run=True)
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
     assert report.events == HISTORY, report  # the backlog's events are all kept: their rows are pending
-    measure = sqlite_steps if store.is_sqlite else postgres_rows_read
     with store.engine.connect() as connection:
-        cost = sum(measure(connection, statement, parameters) for statement, parameters in sent)
+        cost = sum(read_cost(connection, statement, parameters) for statement, parameters in sent)
         connection.rollback()
     return cost
 
@@ -73,21 +62,12 @@ def test_twice_the_backlog_costs_a_prune_at_most_twice_as_much(
 
 def _keep_check_cost(store: Store, candidates: list[tuple[dt.datetime, int]]) -> float:
     """What the check of which of ``candidates`` to keep reads (one batch's statement, as a prune sends it)."""
-    sent: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        sent.append((statement, parameters))
-
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
-        with store.read() as session:
-            kept_none = _deletable(session, candidates, dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
+    with statements_sent(store.engine) as sent, store.read() as session:
+        kept_none = _deletable(session, candidates, dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
     assert len(kept_none) == len(candidates), "the history's events have nothing pending"
     (statement, parameters), *_ = sent
     with store.engine.connect() as connection:
-        cost = (sqlite_steps if store.is_sqlite else postgres_rows_read)(connection, statement, parameters)
+        cost = read_cost(connection, statement, parameters)
         connection.rollback()
     return cost
 

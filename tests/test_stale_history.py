@@ -15,18 +15,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from bridge.config import Config
 from bridge.operations import stale
 from bridge.storage.store import Store
 from tests.conftest import TOKEN, USER
-from tests.plan_cost import postgres_rows_read, sqlite_steps
+from tests.plan_cost import read_cost, statements_sent
 from tests.reliability.harness import running_body, success_body
 from tests.test_claim_backlog import statistics_held
 
@@ -65,19 +64,13 @@ def _age_finished_runs(store: Store, analyze: bool) -> None:
 def _look_cost(store: Store) -> float:
     """What one look for open runs reads: the statement as the closer sends it, captured from the driver, then
     explained (PostgreSQL) or stepped (SQLite)."""
-    sent: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        sent.append((statement, parameters))
-
     with store.engine.connect() as connection:
-        event.listen(connection, "before_cursor_execute", capture)
-        with Session(bind=connection) as session:  # everything so far is older than this look's stale time
+        # Everything so far is older than this look's stale time.
+        with statements_sent(connection) as sent, Session(bind=connection) as session:
             found = stale._open_runs(session, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1))
-        event.remove(connection, "before_cursor_execute", capture)
         assert len(found) == 2 * OPEN, "the look should find each open build's pipeline and job"
         (statement, parameters), *_ = sent
-        cost = (sqlite_steps if store.is_sqlite else postgres_rows_read)(connection, statement, parameters)
+        cost = read_cost(connection, statement, parameters)
         connection.rollback()
         return cost
 
